@@ -1,0 +1,5 @@
+"""fpwb: the Frontprop workbench."""
+from .conv import FpConv2d
+from .linear import FpLinear
+
+__all__ = ["FpLinear", "FpConv2d"]

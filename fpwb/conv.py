@@ -1,0 +1,100 @@
+"""FpConv2d: the Frontprop rule applied to every input patch, one threshold per output location."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
+
+from .base import FpLayer, unit_rows
+
+
+class FpConv2d(FpLayer):
+    """Frontprop convolution: kernels learn from the patches they fire on.
+
+    Every C x kH x kW input patch is scaled to unit length (all-zero patches never fire); each
+    kernel is a unit vector. Kernel j fires at output location l where its cosine with the patch
+    reaches its threshold t[j, l]; there is one threshold per (out channel, output row, output
+    column), created at the first forward from the input size, which is then fixed.
+
+    Order of updates (sequential mode): samples in order; inside a sample, output locations in
+    raster order (row by row, left to right). Each location sees the kernels as the previous
+    location left them: a fired kernel moves toward that patch and its threshold *at that location*
+    becomes y. After the last location of a sample, every threshold decays once by (1 - t_decay).
+    All-zero samples change nothing. ``mode="batch"``: every location of every sample in a chunk
+    sees the kernels of the chunk start (see ``fpwb.engine.batch_chunk``).
+
+    Output (B, out_channels, H_out, W_out) as ``nn.Conv2d``'s: y where fired, 0 elsewhere, each
+    sample scaled to unit length when ``normalize_output``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = False, *, w_boost: float = 0.02,
+                 t_decay: float = 0.0005, mode: str = "sequential", normalize_output: bool = True,
+                 chunk_size: int = 4096, seed=None, device=None, dtype=None):
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        kernel_size, stride, padding, dilation = (_pair(v) for v in (kernel_size, stride, padding, dilation))
+        for name, value, low in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)):
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in value):
+                raise ValueError(f"{name} must be int(s) >= {low}, got {value!r}")
+        if dilation != (1, 1):
+            raise ValueError(f"FpConv2d supports dilation=1 only, got {dilation}")
+        if groups != 1:
+            raise ValueError(f"FpConv2d supports groups=1 only, got {groups}")
+        super().__init__(w_boost=w_boost, t_decay=t_decay, mode=mode,
+                         normalize_output=normalize_output, bias=bias, chunk_size=chunk_size)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        patch = in_channels * kernel_size[0] * kernel_size[1]
+        self._init_state(out_channels, patch, seed, device, dtype)
+        self.weight = self.weight.view(out_channels, in_channels, *kernel_size)
+        self.register_buffer("threshold", None)  # (N, H_out, W_out), created by the first forward
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H_out, W_out) for an input of height x width, as nn.Conv2d computes it."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._check_tensor(x)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"FpConv2d expects input of shape (batch, {self.in_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
+        B, _, H, W = x.shape
+        Ho, Wo = self.output_size(H, W)
+        if Ho < 1 or Wo < 1:
+            raise ValueError(f"input {H}x{W} is smaller than the kernel {self.kernel_size} "
+                             f"with padding {self.padding}")
+        if self.threshold is not None and tuple(self.threshold.shape[1:]) != (Ho, Wo):
+            raise ValueError(f"FpConv2d thresholds exist for a {tuple(self.threshold.shape[1:])} "
+                             f"output; input {H}x{W} gives {Ho}x{Wo}. Use inputs of the first size, "
+                             f"or call reset_thresholds() to start over")
+        with torch.no_grad():
+            if self.threshold is None:
+                self.threshold = x.new_ones(self.out_channels, Ho, Wo)
+            patches = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
+            unit, valid = unit_rows(patches.transpose(1, 2))  # (B, L, K), (B, L)
+            out = x.new_zeros(B, Ho * Wo, self.out_channels)  # (B, L, N)
+            samples = valid.any(1).nonzero().squeeze(1)  # all-zero samples are skipped entirely
+            if samples.numel():
+                out[samples] = self._run(unit[samples], valid[samples],
+                                         self.weight.view(self.out_channels, -1),
+                                         self.threshold.view(self.out_channels, -1))
+            out = out.transpose(1, 2).reshape(B, self.out_channels, Ho, Wo)
+            return self._finish(out)
+
+    def reset_thresholds(self):
+        """Forget the thresholds (and so the input size); the next forward starts them at 1.0."""
+        self.threshold = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Thresholds are created lazily: make room for saved ones before the standard copy.
+        saved = state_dict.get(prefix + "threshold")
+        if saved is not None and self.threshold is None:
+            self.threshold = torch.empty_like(saved, dtype=self.weight.dtype, device=self.weight.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, " + super().extra_repr())

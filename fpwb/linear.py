@@ -1,0 +1,62 @@
+"""FpLinear: a fully connected Frontprop layer."""
+from __future__ import annotations
+
+import torch
+
+from .base import FpLayer, unit_rows
+
+
+class FpLinear(FpLayer):
+    """N neurons over D inputs that learn in the forward pass, no gradients involved.
+
+    Each sample x (scaled to unit length) gives y = W x; neuron j fires where y_j >= t_j. While
+    learning, a fired neuron moves toward x, ``W_j <- normalise(W_j + w_boost (x - W_j))``, and its
+    threshold becomes y_j; then every threshold decays by (1 - t_decay). The output is y where fired,
+    0 elsewhere, scaled to unit length when ``normalize_output``. All-zero samples give zeros and
+    change nothing.
+
+    ``mode="sequential"`` is the exact per-sample rule (sample i+1 sees the state sample i left),
+    computed in firing rounds rather than a loop over samples; ``mode="batch"`` lets a whole chunk
+    of ``chunk_size`` samples see the weights of the chunk start (see ``fpwb.engine.batch_chunk``).
+
+    Input: (B, in_features) or (in_features,). Output: (B, out_features) or (out_features,).
+    State (``state_dict``): ``weight`` (N, D), ``threshold`` (N,), ``fire_count`` (N,),
+    ``samples_seen``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, w_boost: float = 0.02,
+                 t_decay: float = 0.0005, mode: str = "sequential", normalize_output: bool = True,
+                 bias: bool = False, chunk_size: int = 256, seed=None, device=None, dtype=None):
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        super().__init__(w_boost=w_boost, t_decay=t_decay, mode=mode,
+                         normalize_output=normalize_output, bias=bias, chunk_size=chunk_size)
+        self.in_features = in_features
+        self.out_features = out_features
+        self._init_state(out_features, in_features, seed, device, dtype)
+        self.register_buffer("threshold", torch.ones(out_features, dtype=self.weight.dtype,
+                                                     device=self.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._check_tensor(x)
+        if x.dim() not in (1, 2) or x.shape[-1] != self.in_features:
+            raise ValueError(f"FpLinear expects input of shape (batch, {self.in_features}) or "
+                             f"({self.in_features},), got {tuple(x.shape)}")
+        single = x.dim() == 1
+        x = x.reshape(-1, self.in_features)  # (B, D)
+        with torch.no_grad():
+            unit, valid = unit_rows(x)
+            out = x.new_zeros(x.shape[0], self.out_features)  # (B, N)
+            rows = valid.nonzero().squeeze(1)
+            if rows.numel():
+                steps = unit[rows].unsqueeze(1)  # (E, 1, D): zero samples are skipped entirely
+                fired = self._run(steps, torch.ones(rows.numel(), 1, dtype=torch.bool,
+                                                     device=x.device),
+                                  self.weight, self.threshold.view(-1, 1))
+                out[rows] = fired[:, 0]
+            out = self._finish(out)
+        return out[0] if single else out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
