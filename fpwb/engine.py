@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from . import kernels
+
 # Scaled thresholds grow like r**-E over a chunk; keep that factor well inside float32 range.
 MAX_SCALE = 1e6
 
@@ -45,8 +47,50 @@ def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay):
 
     x: (E, S, K) unit rows (zero rows where ``valid`` is False); valid: (E, S) bool;
     weight: (N, K) unit rows; threshold: (N, S). Returns the fired values, (E, S, N): y where the
-    neuron fired at that position, 0 elsewhere.
+    neuron fired at that position, 0 elsewhere. On CPU the per-neuron walks run compiled
+    (``fpwb.kernels``); on other devices they run as vectorised firing rounds.
     """
+    solve = sequential_cpu if x.device.type == "cpu" else sequential_rounds
+    return solve(x, valid, weight, threshold, w_boost, t_decay)
+
+
+def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay):
+    """CPU solver: one matmul for all projections, then compiled per-neuron scans."""
+    E, S, K = x.shape
+    P = E * S
+    r = 1.0 - t_decay
+    scale = decay_scale(E, r, x).repeat_interleave(S)  # (P,)
+    flat_x = x.reshape(P, K)
+    flat_valid = valid.reshape(P)
+    u = (weight @ flat_x.T) * scale  # (N, P) scaled projections
+    fires = ((u.view(-1, E, S) >= threshold.unsqueeze(1)) & valid).flatten(1).any(1)  # (N,)
+    out = x.new_zeros(P, weight.shape[0])
+    idx = fires.nonzero().squeeze(1)  # (A,) neurons that fire somewhere in the chunk
+    if idx.numel():
+        A = idx.numel()
+        u_a, level, out_a = u[idx].contiguous(), threshold[idx].contiguous(), x.new_zeros(A, P)
+        slot = torch.arange(P).remainder_(S)
+        args = (kernels.as_array(flat_valid), kernels.as_array(slot), level.numpy())
+        # Gram pays P*P*K once and P per firing; direct pays up to K per position after a firing.
+        if P / A + P / K < 1:
+            gram = (flat_x @ flat_x.T) * scale  # (P, P)
+            coef_x, coef_w = x.new_zeros(A, P), x.new_zeros(A)
+            kernels.scan_gram(u_a.numpy(), gram.numpy(), (1.0 / scale).numpy(), *args, w_boost,
+                              out_a.numpy(), coef_x.numpy(), coef_w.numpy())
+            w = coef_w.unsqueeze(1) * weight[idx] + coef_x @ flat_x  # (A, K)
+        else:
+            w = weight[idx].contiguous()
+            kernels.scan_direct(u_a.numpy(), kernels.as_array(flat_x), w.numpy(), scale.numpy(),
+                                *args, w_boost, out_a.numpy())
+        weight[idx] = w / w.norm(dim=1, keepdim=True)
+        threshold[idx] = level
+        out[:, idx] = out_a.T
+    threshold.mul_(r ** E)
+    return out.view(E, S, -1)
+
+
+def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay):
+    """Device-generic solver: firing rounds vectorised over neurons (see the module docstring)."""
     E, S, K = x.shape
     N = weight.shape[0]
     r = 1.0 - t_decay
