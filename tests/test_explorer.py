@@ -1,0 +1,143 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from fpwb.data import PATTERN_NAMES, SIMPLE_PATTERNS  # noqa: E402
+from fpwb.explorer import Explorer  # noqa: E402
+
+
+@pytest.fixture
+def explorer():
+    ex = Explorer(n_neurons=6, batch_size=40, t_decay=0.05, seed=0, interval=0.0)
+    yield ex
+    ex.close()
+
+
+def mosaic(ex):
+    return np.ma.getdata(ex.weight_image.get_array()).copy()
+
+
+def test_builds_widgets_layer_and_figure(explorer):
+    ex = explorer
+    assert ex.layer.in_features == 49 and ex.layer.out_features == 6
+    assert [s.description for s in ex.prob_sliders] == [f"p({n})" for n in PATTERN_NAMES]
+    assert ex.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(ex.threshold_lines) == 6
+    assert mosaic(ex).shape == (2 * 8 - 1, 3 * 8 - 1)
+    assert "samples_seen=0" in repr(ex) and "neurons=6" in repr(ex)
+    assert "text/plain" in ex._repr_mimebundle_()
+
+
+def test_step_button_learns_and_updates_the_figure_in_place(explorer):
+    ex = explorer
+    figure, image, lines = ex.figure, ex.weight_image, list(ex.threshold_lines)
+    weight, png, before = ex.layer.weight.clone(), ex.image.value, mosaic(ex)
+    for _ in range(3):
+        ex.step_button.click()
+    assert int(ex.layer.samples_seen) == 120
+    assert not torch.equal(ex.layer.weight, weight)
+    assert ex.figure is figure and ex.weight_image is image and ex.threshold_lines == lines
+    after = mosaic(ex)
+    assert not np.allclose(np.nan_to_num(after), np.nan_to_num(before))
+    np.testing.assert_allclose(after[:7, :7], ex.layer.weight[0].view(7, 7).numpy(), rtol=1e-6)
+    x, y = lines[3].get_data()
+    np.testing.assert_array_equal(x, [0, 40, 80, 120])
+    assert y[-1] == pytest.approx(float(ex.layer.threshold[3]))
+    assert ex.image.value != png
+    assert "samples seen 120" in ex.status.value
+
+
+def test_hyperparameter_sliders_set_the_live_layer(explorer):
+    ex = explorer
+    layer = ex.layer
+    ex.step()
+    ex.w_boost_slider.value = 0.2
+    ex.t_decay_slider.value = 0.001
+    assert ex.layer is layer  # not rebuilt
+    assert layer.w_boost == pytest.approx(0.2) and layer.t_decay == pytest.approx(0.001)
+    assert int(layer.samples_seen) == 40
+
+
+def test_neurons_slider_rebuilds_the_layer_and_its_artists_only(explorer):
+    ex = explorer
+    ex.step()
+    figure, layer = ex.figure, ex.layer
+    ex.neurons_slider.value = 10
+    assert ex.layer is not layer and ex.layer.out_features == 10
+    assert int(ex.layer.samples_seen) == 0
+    assert ex.figure is figure
+    assert len(ex.threshold_lines) == 10
+    assert len(ex._threshold_ax.get_lines()) == 10  # old lines are gone
+    assert len(ex._weight_ax.get_images()) == 1
+    assert mosaic(ex).shape == (3 * 8 - 1, 4 * 8 - 1)
+
+
+def test_probability_and_noise_sliders_change_the_stream_not_the_layer(explorer):
+    ex = explorer
+    layer = ex.layer
+    for i, slider in enumerate(ex.prob_sliders):
+        slider.value = 1.0 if i == 2 else 0.0
+    ex.noise_slider.value = 0.0
+    assert ex.layer is layer
+    images, labels = ex.draw(30)
+    assert bool((labels == 2).all())
+    assert torch.equal(images, SIMPLE_PATTERNS[2].expand(30, 1, 7, 7))
+    ex.step()
+    assert int(layer.samples_seen) == 40
+    for slider in ex.prob_sliders:
+        slider.value = 0.0
+    with pytest.raises(ValueError, match="probability"):
+        ex.step()
+
+
+def test_run_pause_and_reset_buttons(explorer):
+    ex = explorer
+    ex.run_button.click()
+    deadline = time.monotonic() + 20
+    while int(ex.layer.samples_seen) < 120 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ex.pause_button.click()
+    assert not ex.running
+    seen = int(ex.layer.samples_seen)
+    assert seen >= 120 and seen % 40 == 0
+    time.sleep(0.1)
+    assert int(ex.layer.samples_seen) == seen  # stopped
+    assert len(ex.threshold_lines[0].get_xdata()) == seen // 40 + 1
+
+    layer = ex.layer
+    ex.reset_button.click()
+    assert ex.layer is not layer and int(ex.layer.samples_seen) == 0
+    assert torch.equal(ex.layer.weight, Explorer(n_neurons=6, seed=0).layer.weight)  # same seed
+    np.testing.assert_array_equal(ex.threshold_lines[0].get_xdata(), [0])
+
+
+def test_errors_in_the_run_thread_stop_it_and_show_in_the_panel(explorer):
+    ex = explorer
+    for slider in ex.prob_sliders:
+        slider.value = 0.0
+    ex.run()
+    deadline = time.monotonic() + 10
+    while ex.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not ex.running
+    assert "stopped" in ex.status.value and "probability" in ex.status.value
+
+
+def test_custom_image_data_and_argument_checks():
+    images = torch.rand(20, 3, 4, 4)
+    labels = torch.arange(20) % 2
+    ex = Explorer((images, labels), n_neurons=3, batch_size=10)
+    assert ex.layer.in_features == 48 and len(ex.prob_sliders) == 2
+    ex.step()
+    assert mosaic(ex).shape == (2 * 5 - 1, 2 * 5 - 1, 3)  # RGB tiles
+    ex.close()
+    with pytest.raises(ValueError, match="probs"):
+        Explorer(probs=(1, 2))
+    with pytest.raises(ValueError, match="data"):
+        Explorer(data=42)
