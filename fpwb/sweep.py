@@ -193,8 +193,11 @@ class Sweep:
         self.folder = Path(out) if out is not None else Path("reports", "sweeps", self.name)
 
         self.node = nbformat.read(self.notebook, as_version=4)
-        declared = papermill.inspect_notebook(str(self.notebook))
         where = f"notebook {str(self.notebook)!r}"
+        try:
+            declared = papermill.inspect_notebook(str(self.notebook))
+        except ValueError as exc:  # e.g. no kernel name in its metadata
+            raise ValueError(f"{where}: {exc}") from None
         if OUT_PARAM not in declared:
             raise ValueError(f"{where} must declare an {OUT_PARAM} parameter (a cell tagged "
                              f"'parameters') where it writes {RESULTS_FILE}; it declares {sorted(declared)}")
