@@ -59,6 +59,7 @@ class FpLayer(nn.Module):
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         self.chunk_size = chunk_size
         self.frozen = False
+        self.solver = None  # force a sequential solver: "gram", "direct", "rounds"; None picks
 
     # Hyper-parameters are validated on every assignment (widgets and sweeps set them live).
     @property
@@ -138,12 +139,15 @@ class FpLayer(nn.Module):
             values = x @ weight.T  # (E, S, N)
             return values * ((values >= threshold.T) & valid.unsqueeze(-1))
         E, S, _ = x.shape
-        solve = engine.sequential_chunk if self.mode == "sequential" else engine.batch_chunk
         steps = engine.max_steps(self.t_decay, max(1, self.chunk_size // S))
         outs = []
         for start in range(0, E, steps):
             chunk = slice(start, start + steps)
-            outs.append(solve(x[chunk], valid[chunk], weight, threshold, self.w_boost, self.t_decay))
+            args = (x[chunk], valid[chunk], weight, threshold, self.w_boost, self.t_decay)
+            if self.mode == "sequential":
+                outs.append(engine.sequential_chunk(*args, solver=self.solver))
+            else:
+                outs.append(engine.batch_chunk(*args))
         out = torch.cat(outs) if outs else x.new_zeros(0, S, weight.shape[0])
         self.fire_count += (out > 0).sum(dim=(0, 1))
         self.samples_seen += E

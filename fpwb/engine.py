@@ -42,19 +42,23 @@ def decay_scale(steps: int, r: float, like: torch.Tensor) -> torch.Tensor:
     return torch.exp(-e * math.log(r))
 
 
-def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay):
+def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, solver=None):
     """Run the exact per-sample rule over one chunk, in place on ``weight`` and ``threshold``.
 
     x: (E, S, K) unit rows (zero rows where ``valid`` is False); valid: (E, S) bool;
     weight: (N, K) unit rows; threshold: (N, S). Returns the fired values, (E, S, N): y where the
     neuron fired at that position, 0 elsewhere. On CPU the per-neuron walks run compiled
-    (``fpwb.kernels``); on other devices they run as vectorised firing rounds.
+    (``fpwb.kernels``, scan "gram" or "direct", picked by cost); on other devices they run as
+    vectorised firing rounds ("rounds"). ``solver`` forces one of the three (tests use it).
     """
-    solve = sequential_cpu if x.device.type == "cpu" else sequential_rounds
-    return solve(x, valid, weight, threshold, w_boost, t_decay)
+    if solver is None:
+        solver = "auto" if x.device.type == "cpu" else "rounds"
+    if solver == "rounds":
+        return sequential_rounds(x, valid, weight, threshold, w_boost, t_decay)
+    return sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan=solver)
 
 
-def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay):
+def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan="auto"):
     """CPU solver: one matmul for all projections, then compiled per-neuron scans."""
     E, S, K = x.shape
     P = E * S
@@ -72,7 +76,7 @@ def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay):
         slot = torch.arange(P).remainder_(S)
         args = (kernels.as_array(flat_valid), kernels.as_array(slot), level.numpy())
         # Gram pays P*P*K once and P per firing; direct pays up to K per position after a firing.
-        if P / A + P / K < 1:
+        if scan == "gram" or (scan == "auto" and P / A + P / K < 1):
             gram = (flat_x @ flat_x.T) * scale  # (P, P)
             coef_x, coef_w = x.new_zeros(A, P), x.new_zeros(A)
             kernels.scan_gram(u_a.numpy(), gram.numpy(), (1.0 / scale).numpy(), *args, w_boost,

@@ -55,3 +55,38 @@ def reference_conv(weight, threshold, X, w_boost, t_decay, stride=(1, 1), paddin
         if touched:
             t = t * (1 - t_decay)
     return outs, W.reshape(weight.shape), t
+
+
+def reference_batch(weight, threshold, X, w_boost, t_decay, chunk):
+    """The documented batch variant over flat inputs X (B, D), one neuron at a time, chunk by chunk.
+
+    threshold (N, 1). Returns outputs (B, N) (fired y, not normalised), W, t.
+    """
+    W, t = weight.clone(), threshold.clone()
+    r = 1 - t_decay
+    X = X[X.norm(dim=1) > 0]
+    X = X / X.norm(dim=1, keepdim=True)
+    outs = []
+    for start in range(0, len(X), chunk):
+        xs = X[start:start + chunk]
+        E = len(xs)
+        out = torch.zeros(E, W.shape[0], dtype=X.dtype)
+        for j in range(W.shape[0]):
+            fired_inputs, best = [], None
+            for e, x in enumerate(xs):
+                y = W[j] @ x
+                if y >= t[j, 0] * r ** e:
+                    out[e, j] = y
+                    fired_inputs.append(x)
+                    level = y * r ** (E - e)
+                    best = level if best is None else max(best, level)
+            if fired_inputs:
+                k = len(fired_inputs)
+                mean = torch.stack(fired_inputs).mean(0)
+                w = W[j] + (1 - (1 - w_boost) ** k) * (mean - W[j])
+                W[j] = w / w.norm()
+                t[j, 0] = best
+            else:
+                t[j, 0] = t[j, 0] * r ** E
+        outs.append(out)
+    return torch.cat(outs), W, t

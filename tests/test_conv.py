@@ -1,0 +1,146 @@
+"""FpConv2d: exactness against the location-by-location reference, shapes, state, bad input."""
+import functools
+import math
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from fpwb import FpConv2d
+from reference import reference_conv
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def digit_images(n=300, channels=1):
+    images = torch.tensor(load_digits().images[:n], dtype=torch.float64).unsqueeze(1) / 16
+    return images.repeat(1, channels, 1, 1) if channels > 1 else images  # (n, C, 8, 8)
+
+
+def state(layer):
+    return {k: v.clone() for k, v in layer.state_dict().items()}
+
+
+@functools.lru_cache
+def reference_run(kernel_size, stride, padding, channels):
+    """Inputs (one all-zero sample among them) and the reference run from seed 0's start state."""
+    X = digit_images(200, channels)
+    X[5] = 0  # an all-zero sample changes nothing, not even the decay
+    layer = FpConv2d(channels, 6, kernel_size, stride, padding, seed=0, dtype=torch.float64)
+    Ho, Wo = layer.output_size(8, 8)
+    return X, reference_conv(layer.weight, torch.ones(6, Ho, Wo, dtype=torch.float64), X, 0.02,
+                             0.01, stride=layer.stride, padding=layer.padding)
+
+
+@pytest.mark.parametrize("solver", [None, "direct", "gram", "rounds"])
+@pytest.mark.parametrize("kernel_size, stride, padding, channels", [
+    ((3, 2), (1, 2), (1, 0), 1),
+    (3, 1, 1, 2),
+])
+def test_sequential_matches_reference(kernel_size, stride, padding, channels, solver):
+    X, (ref_out, ref_W, ref_t) = reference_run(kernel_size, stride, padding, channels)
+    layer = FpConv2d(channels, 6, kernel_size, stride, padding, t_decay=0.01, seed=0,
+                     dtype=torch.float64, normalize_output=False, chunk_size=300)
+    layer.solver = solver
+    out = layer(X)
+    assert (ref_out > 0).sum() > 2000, "the schedule should fire often"
+    assert (out - ref_out).abs().max() < 1e-5
+    assert (layer.weight - ref_W).abs().max() < 1e-5
+    assert (layer.threshold - ref_t).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kernel_size, stride, padding", [(5, 1, 2), ((3, 5), (2, 1), (0, 2)), (2, 3, 0)])
+def test_output_shape_matches_nn_conv2d(kernel_size, stride, padding):
+    X = torch.rand(3, 2, 11, 9)
+    fp = FpConv2d(2, 4, kernel_size, stride, padding)
+    ref = nn.Conv2d(2, 4, kernel_size, stride, padding, bias=False)
+    assert fp(X).shape == ref(X).shape
+    assert fp.weight.shape == ref.weight.shape
+    assert fp.threshold.shape == (4, *ref(X).shape[2:])
+
+
+def test_batch_mode_learns_and_keeps_shapes():
+    X = digit_images(200)
+    layer = FpConv2d(1, 6, 3, padding=1, mode="batch", t_decay=0.01, seed=0)
+    before = layer.weight.clone()
+    out = layer(X)
+    assert out.shape == (200, 6, 8, 8)
+    assert not torch.equal(before, layer.weight)
+    assert torch.allclose(layer.weight.flatten(1).norm(dim=1), torch.ones(6))
+
+
+def test_state_dict_round_trip_includes_thresholds():
+    X = digit_images(200)
+    layer = FpConv2d(1, 4, 3, padding=1, t_decay=0.01, seed=0)
+    layer(X[:100])
+    copy = FpConv2d(1, 4, 3, padding=1, t_decay=0.01, seed=5)
+    copy.load_state_dict(layer.state_dict())
+    assert torch.equal(copy.threshold, layer.threshold)
+    assert torch.equal(copy(X[100:]), layer(X[100:]))
+
+
+def test_frozen_layer_changes_nothing():
+    X = digit_images(100)
+    layer = FpConv2d(1, 4, 3, t_decay=0.01, seed=0)
+    layer(X[:50])
+    layer.freeze()
+    before = state(layer)
+    layer(X[50:])
+    after = state(layer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_no_autograd_and_a_backprop_head_trains():
+    X = digit_images(64).float()
+    fp = FpConv2d(1, 4, 3, t_decay=0.01, seed=0)
+    head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    loss = nn.functional.cross_entropy(head(fp(X)), torch.tensor(load_digits().target[:64]))
+    loss.backward()
+    assert head[1].weight.grad is not None and list(fp.parameters()) == []
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dilation=2), "dilation"), (dict(groups=2), "groups"), (dict(bias=True), "no bias"),
+    (dict(w_boost=-1), "w_boost"), (dict(t_decay=math.nan), "t_decay"), (dict(stride=0), "stride"),
+])
+def test_bad_construction_is_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FpConv2d(2, 4, 3, **kwargs)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: torch.rand(2, 3, 8, 8), r"\(batch, 2, H, W\)"),
+    (lambda: torch.rand(2, 8, 8), r"\(batch, 2, H, W\)"),
+    (lambda: torch.rand(2, 2, 9, 8), "thresholds exist"),
+    (lambda: torch.rand(2, 2, 2, 2), "smaller than the kernel"),
+    (lambda: torch.full((1, 2, 8, 8), math.nan), "NaN or Inf"),
+])
+def test_bad_input_is_rejected_with_state_untouched(make, message):
+    layer = FpConv2d(2, 4, 3, t_decay=0.01, seed=0)
+    layer(torch.rand(5, 2, 8, 8))
+    before = state(layer)
+    with pytest.raises(ValueError, match=message):
+        layer(make())
+    after = state(layer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_reset_thresholds_accepts_a_new_size():
+    layer = FpConv2d(1, 2, 3)
+    layer(torch.rand(1, 1, 8, 8))
+    layer.reset_thresholds()
+    assert layer(torch.rand(1, 1, 10, 10)).shape == (1, 2, 8, 8)
+
+
+def test_repr():
+    text = repr(FpConv2d(3, 16, 5, padding=2))
+    assert "3, 16, kernel_size=(5, 5)" in text and "padding=(2, 2)" in text and "w_boost=0.02" in text
+
+
+@CUDA
+def test_cuda_matches_cpu_float64():
+    X = digit_images(100)
+    cpu = FpConv2d(1, 4, 3, padding=1, t_decay=0.01, seed=0, dtype=torch.float64)
+    gpu = FpConv2d(1, 4, 3, padding=1, t_decay=0.01, seed=0, dtype=torch.float64, device="cuda")
+    assert (cpu(X) - gpu(X.cuda()).cpu()).abs().max() < 1e-9
