@@ -50,6 +50,8 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from .experiments import repo_root
+
 GRID_KEYS = ("grid", "fixed", "metric")
 OUT_PARAM = "out_dir"
 RESULTS_FILE = "results.json"
@@ -78,11 +80,6 @@ def _canonical(value) -> str:
 
 def _digest(value) -> str:
     return hashlib.sha256(_canonical(value).encode()).hexdigest()
-
-
-def repo_root() -> Path:
-    """The checkout fpwb is imported from: notebooks run there, on every worker."""
-    return Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -620,7 +617,7 @@ def _write_summary(sweep: Sweep, created: str, status: str, where: str, wall: fl
 
 
 def add_sweep_command(subparsers) -> argparse.ArgumentParser:
-    """Register ``sweep`` on an argparse subparsers object; the command is ``args.func(args)``."""
+    """Register ``sweep`` on an argparse subparsers object; the command is ``args.run(args)``."""
     parser = subparsers.add_parser(
         "sweep", help="run a notebook over a parameter grid on Dask",
         description="Run NOTEBOOK once per point of the grid through papermill on Dask "
@@ -633,7 +630,7 @@ def add_sweep_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
     parser.add_argument("--force", action="store_true",
                         help="delete the results of another notebook or grid found in --out")
-    parser.set_defaults(func=sweep_command)
+    parser.set_defaults(run=sweep_command)
     return parser
 
 
@@ -661,7 +658,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fpwb")
     add_sweep_command(parser.add_subparsers(required=True))
     args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -200,3 +200,12 @@ def test_run_is_reproducible_from_its_stored_parameters(sweeps, tmp_path):
         check=True, capture_output=True)
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(
         (run / "results.json").read_text())
+
+
+def test_example_grid_fits_the_hyperparameter_notebook():
+    root = sweep.repo_root()
+    grid = Grid.load(root / "examples" / "grid_hyperparameters.yaml")
+    assert list(grid.grid) == ["w_boost", "t_decay"] and len(grid) == 20
+    notebook = root / "notebooks" / "05_hyperparameters.ipynb"
+    if notebook.is_file():  # once the notebook exists, it must declare every grid parameter
+        assert len(Sweep(notebook, grid).runs) == 20
