@@ -51,7 +51,8 @@ class Explorer:
     Buttons: run (steps in a background thread until pause), pause, step (one batch of
     ``batch_size`` samples), reset (a fresh layer from the same seed; the stream restarts).
     Changing ``w_boost_slider`` / ``t_decay_slider`` sets them on the live layer; the neurons
-    slider builds a new layer (and its artists); noise and probabilities change only the stream.
+    slider builds a new layer and its artists (a run goes on with them); noise and probabilities
+    change only the stream. Errors of a button (every probability at 0) show in ``status``.
 
     The figure: weights as images (``weight_image``) and the threshold of every neuron over the
     samples seen (``threshold_lines``, recorded every ``record_every`` samples). Display the
@@ -98,11 +99,10 @@ class Explorer:
 
         self.w_boost_slider.observe(self._set_w_boost, names="value")
         self.t_decay_slider.observe(self._set_t_decay, names="value")
-        self.neurons_slider.observe(lambda change: self.reset(), names="value")
-        self.run_button.on_click(lambda button: self.run())
-        self.pause_button.on_click(lambda button: self.pause())
-        self.step_button.on_click(lambda button: self.step())
-        self.reset_button.on_click(lambda button: self.reset())
+        self.neurons_slider.observe(self._set_neurons, names="value")
+        for button, action in ((self.run_button, self.run), (self.pause_button, self.pause),
+                               (self.step_button, self.step), (self.reset_button, self.reset)):
+            button.on_click(lambda _, action=action: self._report(action))
 
         self.figure = Figure(figsize=(9, 3.6), dpi=80, layout="constrained")
         self._weight_ax, self._threshold_ax = self.figure.subplots(1, 2, width_ratios=(1, 1.4))
@@ -192,7 +192,20 @@ class Explorer:
         self.recorder.close()
         self.widget.close()
 
-    # Slider callbacks -----------------------------------------------------------------------
+    # Widget callbacks -----------------------------------------------------------------------
+    def _report(self, action):
+        """Run a button's action; a ValueError (e.g. every probability at 0) shows in the panel."""
+        try:
+            action()
+        except ValueError as err:
+            self.status.value = f"<b>{err}</b>"
+
+    def _set_neurons(self, change):
+        running = self.running
+        self.reset()
+        if running:
+            self.run()
+
     def _set_w_boost(self, change):
         with self._lock:
             self.layer.w_boost = change["new"]

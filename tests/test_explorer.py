@@ -71,11 +71,15 @@ def test_neurons_slider_rebuilds_the_layer_and_its_artists_only(explorer):
     ex.neurons_slider.value = 10
     assert ex.layer is not layer and ex.layer.out_features == 10
     assert int(ex.layer.samples_seen) == 0
-    assert ex.figure is figure
+    assert ex.figure is figure and not ex.running
     assert len(ex.threshold_lines) == 10
     assert len(ex._threshold_ax.get_lines()) == 10  # old lines are gone
     assert len(ex._weight_ax.get_images()) == 1
     assert mosaic(ex).shape == (3 * 8 - 1, 4 * 8 - 1)
+    ex.run()
+    ex.neurons_slider.value = 4  # while running: rebuilt, and the run goes on
+    assert ex.layer.out_features == 4 and ex.running
+    ex.pause()
 
 
 def test_probability_and_noise_sliders_change_the_stream_not_the_layer(explorer):
@@ -94,6 +98,8 @@ def test_probability_and_noise_sliders_change_the_stream_not_the_layer(explorer)
         slider.value = 0.0
     with pytest.raises(ValueError, match="probability"):
         ex.step()
+    ex.step_button.click()  # from the panel, the error shows in the status line
+    assert "probability" in ex.status.value and int(layer.samples_seen) == 40
 
 
 def test_run_pause_and_reset_buttons(explorer):
