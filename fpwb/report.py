@@ -52,20 +52,24 @@ def notebook_dir() -> Path:
 
 
 def find_notebooks(names=()) -> list[Path]:
-    """Notebook paths from names ("00_quickstart", "00_quickstart.ipynb" or a path); all by default."""
+    """Notebook paths from names: a path, a name in notebooks/ ("00_quickstart") or the unique
+    start of one ("00"); all notebooks by default."""
     if not names:
         found = sorted(notebook_dir().glob("*.ipynb"))
         if not found:
             raise ValueError(f"no notebooks in {notebook_dir()}")
         return found
+    known = sorted(notebook_dir().glob("*.ipynb"))
     paths = []
     for name in names:
         path = Path(name)
         if not path.is_file():
-            path = notebook_dir() / (path.name if path.suffix == ".ipynb" else f"{path.name}.ipynb")
-        if not path.is_file():
-            known = ", ".join(p.stem for p in sorted(notebook_dir().glob("*.ipynb")))
-            raise ValueError(f"no notebook {name!r}; known notebooks: {known}")
+            stem = path.name.removesuffix(".ipynb")
+            matches = [p for p in known if p.stem == stem] or [p for p in known if p.stem.startswith(stem)]
+            if len(matches) != 1:
+                raise ValueError(f"no notebook {name!r}" + (" (ambiguous)" if matches else "")
+                                 + f"; known notebooks: {', '.join(p.stem for p in known)}")
+            path = matches[0]
         paths.append(path.resolve())
     return paths
 
