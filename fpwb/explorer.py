@@ -104,8 +104,9 @@ class Explorer:
                                (self.step_button, self.step), (self.reset_button, self.reset)):
             button.on_click(lambda _, action=action: self._report(action))
 
-        self.figure = Figure(figsize=(9, 3.6), dpi=80, layout="constrained")
-        self._weight_ax, self._threshold_ax = self.figure.subplots(1, 2, width_ratios=(1, 1.4))
+        self.figure = Figure(figsize=(9, 3.6), dpi=80)  # fixed layout: no layout engine at each frame
+        self._weight_ax, self._threshold_ax = self.figure.subplots(
+            1, 2, width_ratios=(1, 1.4), gridspec_kw=dict(left=0.02, right=0.98, bottom=0.14, top=0.92, wspace=0.12))
         self._weight_ax.set_axis_off()
         self._threshold_ax.set_xlabel("samples seen")
         self._threshold_ax.set_ylabel("threshold")
