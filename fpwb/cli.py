@@ -2,6 +2,7 @@
 
     fpwb report [NOTEBOOK ...] [-p NAME VALUE ...] [--out DIR] [--hide-code]
     fpwb figures [--report DIR] [--dest DIR]
+    fpwb sweep NOTEBOOK --grid GRID.yaml [--out DIR] [--scheduler ADDRESS] [--workers N] [--force]
 
 Exit status: 0 when everything ran, 1 when a notebook failed, 2 for bad arguments.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import report
+from . import report, sweep
 
 
 def _report(args) -> int:
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="reports", help="report folder (default: reports)")
     p.add_argument("--dest", default="docs/figures", help="target folder (default: docs/figures)")
     p.set_defaults(run=_figures)
+
+    sweep.add_sweep_command(commands)
     return parser
 
 
