@@ -49,6 +49,7 @@ from pathlib import Path
 
 import nbformat
 import yaml
+from matplotlib.figure import Figure
 
 from .experiments import repo_root
 
@@ -175,7 +176,7 @@ class Sweep:
     """
 
     def __init__(self, notebook, grid, out=None):
-        import papermill  # noqa: PLC0415  (slow import, needed only from here on)
+        import papermill  # slow to import; `fpwb --help` should not wait for it
 
         self.notebook = Path(notebook)
         if not self.notebook.is_file():
@@ -253,7 +254,6 @@ class Sweep:
             for name in ("runs", TABLE_FILE, FIGURE_FILE, SWEEP_FILE, NOTEBOOK_COPY):
                 path = self.folder / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            summary = None
         nbformat.write(self.node, self.folder / NOTEBOOK_COPY)
 
     def __repr__(self) -> str:
@@ -292,8 +292,8 @@ def execute_run(notebook_json: str, notebook_name: str, parameters: dict, folder
     A worker that sees the sweep folder (this machine, or a shared file system) writes the run in
     place; any other works in a temporary folder and sends its files back with the report.
     """
-    import papermill  # noqa: PLC0415
-    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
 
     start = time.perf_counter()
     sweep_folder = Path(folder).parents[1]
@@ -407,8 +407,8 @@ def _alive(pid: int) -> bool:
 
 
 def _execute(sweep: Sweep, scheduler, workers, progress) -> SweepResult:
-    from distributed import Client, LocalCluster, as_completed  # noqa: PLC0415  (slow import)
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from distributed import Client, LocalCluster, as_completed  # slow to import
+    from tqdm.auto import tqdm
 
     start = time.perf_counter()
     created = (_read_json(sweep.folder / SWEEP_FILE) or {}).get("created", _now())
@@ -542,11 +542,6 @@ def pick_metric(sweep: Sweep, rows: list[dict]) -> str | None:
 def draw_summary(sweep: Sweep, rows: list[dict], metric: str, path: Path):
     """The metric over the grid: a line for one swept parameter, a heat map for two or more
     (the first two, averaged over the others); failed runs show as gaps."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     swept = [k for k, v in sweep.grid.grid.items() if len(v) > 1] or list(sweep.grid.grid)[:1]
     value = {r["run"]: (r[metric] if _is_number(r.get(metric)) else math.nan) for r in rows}
     failed = sum(r["status"] != "ok" for r in rows)
@@ -556,7 +551,8 @@ def draw_summary(sweep: Sweep, rows: list[dict], metric: str, path: Path):
         labels = [_label(v) for v in sweep.grid.grid[x]]
         means = [_mean([value[run.name] for run in sweep.runs if _label(run.values[x]) == label])
                  for label in labels]
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+        fig = Figure(figsize=(5, 3.5))
+        ax = fig.subplots()
         ax.plot(range(len(labels)), means, "o-")
         ax.set_xticks(range(len(labels)), labels)
         ax.set_xlabel(x)
@@ -567,7 +563,8 @@ def draw_summary(sweep: Sweep, rows: list[dict], metric: str, path: Path):
         cells = [[_mean([value[run.name] for run in sweep.runs
                          if _label(run.values[x]) == a and _label(run.values[y]) == b]) for a in xs]
                  for b in ys]
-        fig, ax = plt.subplots(figsize=(1.2 * len(xs) + 2.5, 0.8 * len(ys) + 2))
+        fig = Figure(figsize=(1.2 * len(xs) + 2.5, 0.8 * len(ys) + 2))
+        ax = fig.subplots()
         image = ax.imshow(cells, origin="lower", aspect="auto", cmap="viridis")
         for j, line in enumerate(cells):
             for i, cell in enumerate(line):
@@ -583,7 +580,6 @@ def draw_summary(sweep: Sweep, rows: list[dict], metric: str, path: Path):
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _mean(values: list[float]) -> float:
@@ -605,6 +601,7 @@ def _write_summary(sweep: Sweep, created: str, status: str, where: str, wall: fl
     _write_json(sweep.folder / SWEEP_FILE, {
         "kind": "fpwb-sweep", "name": sweep.name, "sweep_id": sweep.sweep_id,
         "notebook": str(sweep.notebook), "notebook_copy": NOTEBOOK_COPY,
+        "notebook_hash": sweep.notebook_hash,
         "grid": sweep.grid.grid, "fixed": sweep.grid.fixed, "metric": metric, "status": status,
         "n_runs": len(rows), "n_ok": counts["ok"], "n_failed": counts["failed"],
         "n_pending": counts["pending"],

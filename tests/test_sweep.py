@@ -209,3 +209,14 @@ def test_example_grid_fits_the_hyperparameter_notebook():
     notebook = root / "notebooks" / "05_hyperparameters.ipynb"
     if notebook.is_file():  # once the notebook exists, it must declare every grid parameter
         assert len(Sweep(notebook, grid).runs) == 20
+
+
+def test_worker_without_the_sweep_folder_sends_files_back(tmp_path):
+    folder = tmp_path / "elsewhere" / "runs" / "x=5"
+    folder.mkdir(parents=True)
+    report = sweep.execute_run(PROBE.read_text(), PROBE.name, {"x": 5, "seed": 1}, str(folder),
+                               "not-this-sweep")
+    assert report["error"] is None
+    assert sorted(report["files"]) == sorted([PROBE.name, "results.json"])
+    assert json.loads(report["files"]["results.json"])["x_squared"] == 25
+    assert not any(folder.iterdir())  # nothing written where this worker cannot see the sweep
