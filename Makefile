@@ -28,3 +28,13 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info
+
+report: $(STAMP)
+	$(PY) -m fpwb.cli report
+
+lab: $(STAMP)
+	$(PY) -m jupyter lab --notebook-dir=.
+
+.PHONY: figures
+figures: $(STAMP)
+	$(PY) -m fpwb.cli figures --report reports --dest docs/figures

@@ -5,10 +5,13 @@ Layout of a report folder (``reports/`` by default)::
     index.html                  every notebook: parameters, wall time, status, headline numbers
     <name>/<name>.ipynb         the executed notebook (kept, partly executed, when it fails)
     <name>/<name>.html          its HTML rendering
+    <name>/run.json             parameters, status, wall time and error of the run
     <name>/results.json, *.png  what the notebook wrote into its ``out_dir``
+    sweeps/<sweep>/sweep.json   sweeps run with ``fpwb sweep --out <report>/sweeps/...`` (listed too)
 
 Notebooks run with the working directory at the repository root and ``out_dir`` set to their
-folder. A parameter a notebook does not declare is an error, raised before anything runs.
+folder. The index lists every notebook folder in the report, so running one notebook again updates
+its row and keeps the others. A parameter a notebook does not declare is an error, raised before anything runs.
 """
 from __future__ import annotations
 
@@ -139,7 +142,8 @@ def render_html(notebook_path, hide_code: bool = False) -> Path:
     notebook_path = Path(notebook_path)
     exporter = HTMLExporter(template_name="lab", exclude_input=hide_code,
                             exclude_input_prompt=hide_code, exclude_output_prompt=hide_code)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4),
+                                          resources={"metadata": {"name": notebook_path.stem}})
     path = notebook_path.with_suffix(".html")
     path.write_text(body, encoding="utf-8")
     return path
@@ -170,7 +174,21 @@ def run_notebook(path, out_dir, parameters: dict, *, hide_code=False, progress=T
         run.results = json.loads(results.read_text())
     if run.notebook.is_file():
         run.html = render_html(run.notebook, hide_code)
+    (folder / "run.json").write_text(json.dumps(
+        {"name": run.name, "parameters": run.parameters, "status": run.status,
+         "wall_time": run.wall_time, "error": run.error}, indent=2) + "\n")
     return run
+
+
+def load_run(folder) -> NotebookRun:
+    """A NotebookRun read back from a notebook folder of a report (its run.json)."""
+    folder = Path(folder)
+    record = json.loads((folder / "run.json").read_text())
+    results = folder / "results.json"
+    notebook, page = folder / f"{folder.name}.ipynb", folder / f"{folder.name}.html"
+    return NotebookRun(record["name"], record["parameters"], record["status"], record["wall_time"],
+                       notebook if notebook.is_file() else None, page if page.is_file() else None,
+                       json.loads(results.read_text()) if results.is_file() else {}, record["error"])
 
 
 def run_report(names=(), parameters=None, out_dir="reports", *, hide_code=False,
@@ -186,7 +204,7 @@ def run_report(names=(), parameters=None, out_dir="reports", *, hide_code=False,
     for i, (path, params) in enumerate(zip(paths, resolved), 1):
         runs.append(run_notebook(path, out_dir, params, hide_code=hide_code, progress=progress,
                                  label=f"[{i}/{len(paths)}] {path.stem}"))
-    write_index(runs, out_dir)
+    write_index(out_dir)
     return runs
 
 
@@ -214,13 +232,37 @@ pre { white-space: pre-wrap; max-width: 40em; }
 """
 
 
-def write_index(runs: list[NotebookRun], out_dir) -> Path:
-    """Write ``out_dir/index.html``: one row per notebook, links relative to out_dir."""
+def _sweep_rows(out_dir: Path) -> str:
+    """Index rows of the sweeps in out_dir/sweeps (their sweep.json, written by fpwb.sweep)."""
+    rows = []
+    for path in sorted(out_dir.glob("sweeps/*/sweep.json")):
+        sweep = json.loads(path.read_text())
+        where = path.parent.relative_to(out_dir).as_posix()
+        figure = sweep.get("figure")
+        image = f"<img class='key' src='{where}/{html.escape(figure)}' alt='summary'>" if figure else ""
+        table = f"<a href='{where}/{html.escape(sweep.get('table', ''))}'>table</a>"
+        grid = {k: ", ".join(map(_fmt, v)) for k, v in sweep.get("grid", {}).items()}
+        rows.append(f"<tr><td><b>{html.escape(sweep.get('name', where))}</b><br>{table}</td>"
+                    f"<td class='{'ok' if sweep.get('n_failed') == 0 else 'failed'}'>"
+                    f"{html.escape(str(sweep.get('status')))}: {sweep.get('n_ok')} of "
+                    f"{sweep.get('n_runs')} runs ok</td><td>{sweep.get('wall_time_s') or 0:.1f} s</td>"
+                    f"<td>{_table({**grid, **sweep.get('fixed', {})})}</td>"
+                    f"<td>{html.escape(str(sweep.get('metric')))}</td><td>{image}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Sweeps</h2><table class='runs'><thead><tr><th>Sweep</th><th>Status</th>"
+            "<th>Wall time</th><th>Grid</th><th>Metric</th><th>Summary</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def write_index(out_dir) -> Path:
+    """Write ``out_dir/index.html``: one row per notebook folder (its run.json), then the sweeps."""
     out_dir = Path(out_dir)
+    runs = [load_run(p.parent) for p in sorted(out_dir.glob("*/run.json"))]
     rows = []
     for run in runs:
         links = [f"<a href='{run.name}/{p.name}'>{p.suffix[1:]}</a>"
-                 for p in (run.html, run.notebook) if p is not None and p.is_file()]
+                 for p in (run.html, run.notebook) if p is not None]
         figure = run.results.get("key_figure")
         image = (f"<img class='key' src='{run.name}/{html.escape(figure)}' alt='{run.name} key figure'>"
                  if figure else "")
@@ -233,12 +275,12 @@ def write_index(runs: list[NotebookRun], out_dir) -> Path:
     total = sum(run.wall_time for run in runs)
     failed = sum(run.status != "ok" for run in runs)
     summary = (f"{len(runs)} notebook(s), {failed} failed, {total:.0f} s in all, "
-               f"written {time.strftime('%Y-%m-%d %H:%M:%S')}")
+               f"index written {time.strftime('%Y-%m-%d %H:%M:%S')}")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>fpwb report</title>"
             f"<style>{INDEX_STYLE}</style></head><body><h1>fpwb report</h1><p>{summary}</p>"
             f"<table class='runs'><thead><tr><th>Notebook</th><th>Status</th><th>Wall time</th>"
             f"<th>Parameters</th><th>Headline</th><th>Key figure</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></body></html>\n")
+            f"<tbody>{''.join(rows)}</tbody></table>{_sweep_rows(out_dir)}</body></html>\n")
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
     return path

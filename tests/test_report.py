@@ -1,0 +1,172 @@
+"""fpwb report on tiny notebooks: parameters, failures, the index, the CLI and the notebook helpers."""
+import json
+import os
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from fpwb import cli, experiments, report
+
+ROOT = experiments.repo_root()
+
+
+def write_notebook(path, parameters: str, *cells: str):
+    nb = new_notebook(cells=[new_code_cell(parameters), *(new_code_cell(c) for c in cells)])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def notebooks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("notebooks")
+    good = write_notebook(
+        folder / "good.ipynb", "x = 1\nsmoke = False\nrate = 0.5\nlabel = 'a'\nout_dir = 'unused'",
+        "import os\nfrom fpwb import experiments\nprint('x is', x)",
+        "experiments.save_results(out_dir, {'x squared': x * x, 'cwd': os.getcwd()}, doubled=2 * x)")
+    bad = write_notebook(folder / "bad.ipynb", "out_dir = 'unused'",
+                         "before = 'ran'\nprint(before)", "total = 1 / 0", "print('never')")
+    return good, bad
+
+
+@pytest.fixture(scope="module")
+def ran(notebooks, tmp_path_factory):
+    """good (x=3), then bad, into one report folder, through the command line."""
+    good, bad = notebooks
+    out = tmp_path_factory.mktemp("report")
+    codes = [cli.main(["report", str(good), "-p", "x", "3", "--out", str(out), "-q"]),
+             cli.main(["report", str(bad), "--out", str(out), "-q"])]
+    return out, codes
+
+
+def test_good_notebook_runs_from_the_repo_root_with_its_parameters(ran):
+    out, codes = ran
+    assert codes[0] == 0
+    results = json.loads((out / "good" / "results.json").read_text())
+    assert results["headline"] == {"x squared": 9, "cwd": str(ROOT)}
+    assert results["doubled"] == 6
+    run = json.loads((out / "good" / "run.json").read_text())
+    assert run["status"] == "ok" and run["parameters"]["x"] == 3
+    assert run["parameters"]["out_dir"] == str(out / "good")
+    assert (out / "good" / "good.html").is_file()
+
+
+def test_failing_notebook_exits_non_zero_names_cell_and_error_and_keeps_the_notebook(ran, capsys):
+    out, codes = ran
+    assert codes[1] == 1
+    run = report.load_run(out / "bad")
+    assert run.status == "failed"
+    # In [4]: after the parameters cell, papermill's injected-parameters cell and `before = ...`
+    assert "bad" in run.error and "In [4]" in run.error and "total = 1 / 0" in run.error
+    assert "ZeroDivisionError" in run.error
+    executed = nbformat.read(out / "bad" / "bad.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any(o.get("text") == "ran\n" for o in outputs)  # cells before the failure ran
+    assert not any(o.get("text") == "never\n" for o in outputs)  # cells after it did not
+    assert (out / "bad" / "bad.html").is_file()
+
+
+def test_failure_message_reaches_stderr(notebooks, tmp_path, capsys):
+    _, bad = notebooks
+    assert cli.main(["report", str(bad), "--out", str(tmp_path), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "bad failed in cell In [4]" in err and "ZeroDivisionError" in err
+    assert str(tmp_path / "bad" / "bad.ipynb") in err
+
+
+def test_index_lists_every_run_with_status_parameters_and_headline(ran):
+    out, _ = ran
+    page = (out / "index.html").read_text()
+    assert page.count("<tr id=") == 2  # the second run kept the first one's row
+    assert "<td class='ok'>ok" in page and "<td class='failed'>failed" in page
+    assert "x squared" in page and "<td>9</td>" in page
+    assert "href='good/good.html'" in page and "href='bad/bad.ipynb'" in page
+    assert "ZeroDivisionError" in page
+
+
+def test_unknown_parameter_is_an_error_before_anything_runs(notebooks, tmp_path, capsys):
+    good, _ = notebooks
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["report", str(good), "-p", "nope", "1", "--out", str(tmp_path / "r")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "good.ipynb does not declare parameter(s) nope" in err and "x, smoke, rate, label, out_dir" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_dir_belongs_to_the_runner(notebooks):
+    good, _ = notebooks
+    with pytest.raises(ValueError, match="out_dir is set by the report runner"):
+        report.resolve_parameters(good, {"out_dir": "elsewhere"})
+
+
+def test_command_line_values_take_the_type_of_the_default(notebooks):
+    good, _ = notebooks
+    resolved = report.resolve_parameters(good, {"x": "7", "smoke": "True", "rate": "1e-3", "label": "7"})
+    assert resolved == {"x": 7, "smoke": True, "rate": 0.001, "label": "7", "out_dir": "unused"}
+    assert report.resolve_parameters(good, {"smoke": True})["smoke"] is True
+    with pytest.raises(ValueError, match="parameter x of good expects a int"):
+        report.resolve_parameters(good, {"x": "seven"})
+    with pytest.raises(ValueError, match="parameter smoke of good expects a bool"):
+        report.resolve_parameters(good, {"smoke": "maybe"})
+
+
+def test_notebook_without_out_dir_is_refused(tmp_path):
+    plain = write_notebook(tmp_path / "plain.ipynb", "seed = 0", "print(seed)")
+    with pytest.raises(ValueError, match="declares no 'out_dir' parameter"):
+        report.resolve_parameters(plain, {})
+
+
+def test_notebooks_are_found_by_name_prefix_or_path(notebooks):
+    assert report.find_notebooks(["00"]) == [ROOT / "notebooks" / "00_quickstart.ipynb"]
+    assert report.find_notebooks(["00_quickstart.ipynb"]) == report.find_notebooks(["00_quickstart"])
+    assert report.find_notebooks([str(notebooks[0])]) == [notebooks[0]]
+    assert report.find_notebooks() == sorted((ROOT / "notebooks").glob("*.ipynb"))
+    with pytest.raises(ValueError, match="no notebook 'nope'; known notebooks: 00_quickstart"):
+        report.find_notebooks(["nope"])
+    with pytest.raises(ValueError, match="ambiguous"):
+        report.find_notebooks(["0"])
+
+
+def test_hide_code_keeps_outputs_only(ran):
+    out, _ = ran
+    page = report.render_html(out / "good" / "good.ipynb", hide_code=True).read_text()
+    assert "x is 3" in page and "jp-CodeMirrorEditor" not in page
+    page = report.render_html(out / "good" / "good.ipynb").read_text()
+    assert "jp-CodeMirrorEditor" in page and "<title>good</title>" in page
+
+
+def test_key_figures_are_copied_by_notebook_name(tmp_path):
+    folder = tmp_path / "report" / "00_demo"
+    folder.mkdir(parents=True)
+    (folder / "fig.png").write_bytes(b"png")
+    experiments.save_results(folder, {"a": 1}, key_figure="fig.png")
+    assert cli.main(["figures", "--report", str(tmp_path / "report"), "--dest", str(tmp_path / "docs")]) == 0
+    assert (tmp_path / "docs" / "00_demo.png").read_bytes() == b"png"
+    with pytest.raises(ValueError, match="no key figures"):
+        report.copy_key_figures(tmp_path / "docs", tmp_path / "elsewhere")
+
+
+def test_save_results_checks_headline_and_key_figure(tmp_path):
+    with pytest.raises(ValueError, match="headline values must be single numbers"):
+        experiments.save_results(tmp_path, {"a": [1, 2]})
+    with pytest.raises(ValueError, match="key_figure 'missing.png' is not a file"):
+        experiments.save_results(tmp_path, {"a": 1}, key_figure="missing.png")
+    path = experiments.save_results(tmp_path, {"a": float("nan")}, grid=[[1.5]])
+    assert json.loads(path.read_text()) == {"headline": {"a": None}, "key_figure": None, "grid": [[1.5]]}
+
+
+def test_workdir_moves_to_the_repo_root_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert experiments.workdir() == ROOT and os.getcwd() == str(ROOT)
+    with pytest.raises(ValueError, match="no pyproject.toml found"):
+        experiments.repo_root(tmp_path)
+
+
+def test_resolve_device():
+    assert str(experiments.resolve_device("cpu")) == "cpu"
+    assert experiments.resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        experiments.resolve_device("gpu please")
