@@ -407,54 +407,55 @@ def _alive(pid: int) -> bool:
 
 
 def _execute(sweep: Sweep, scheduler, workers, progress) -> SweepResult:
-    from distributed import Client, LocalCluster, as_completed  # slow to import
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     created = (_read_json(sweep.folder / SWEEP_FILE) or {}).get("created", _now())
     todo = [run for run in sweep.runs if not sweep.completed(run)]
-    skipped = len(sweep.runs) - len(todo)
     n = workers or os.cpu_count() or 1
     where = scheduler or f"LocalCluster, {n} worker{'s' * (n > 1)}"
-    _write_summary(sweep, created, "running", where, 0.0)  # workers find sweep_id here
-    notebook_json = nbformat.writes(sweep.node)
-    notebook_name = sweep.notebook.name
-    executed, status, cluster, client = 0, "interrupted", None, None
+    _write_summary(sweep, created, where, 0.0, final=False)  # workers find sweep_id here
+    executed = 0
     try:
+        if todo:
+            executed = _dispatch(sweep, todo, scheduler, n, progress)
+    finally:  # also on Ctrl-C: the table and sweep.json show what is done
+        wall = round(time.perf_counter() - start, 3)
+        rows, table, figure, status = _write_summary(sweep, created, where, wall, final=True)
+    return SweepResult(sweep.folder, rows, executed, len(sweep.runs) - len(todo), wall, table,
+                       figure, status)
+
+
+def _dispatch(sweep: Sweep, todo: list, scheduler, n: int, progress: bool) -> int:
+    """Submit ``todo`` to the cluster and record each run as it completes; returns how many ran."""
+    from distributed import Client, LocalCluster, as_completed  # slow to import
+    from tqdm.auto import tqdm
+
+    notebook_json = nbformat.writes(sweep.node)
+    with contextlib.ExitStack() as stack:
+        cluster = None
         if scheduler is None:
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True)
-        client = Client(cluster or scheduler)
+            cluster = stack.enter_context(LocalCluster(n_workers=n, threads_per_worker=1, processes=True))
+        client = stack.enter_context(Client(cluster or scheduler))
         futures = {}
         for run in todo:
             folder = sweep.run_folder(run)
-            if folder.exists():
+            if folder.exists():  # a failed or interrupted attempt: start clean
                 shutil.rmtree(folder)
             folder.mkdir(parents=True)
             (folder / "parameters.yaml").write_text(yaml.safe_dump(run.parameters, sort_keys=False))
-            future = client.submit(execute_run, notebook_json, notebook_name, run.parameters,
+            future = client.submit(execute_run, notebook_json, sweep.notebook.name, run.parameters,
                                    str(folder.resolve()), sweep.sweep_id, pure=False,
                                    key=f"fpwb-sweep-{sweep.sweep_id}-{run.name}")
             futures[future] = run
-        bar = tqdm(total=len(sweep.runs), initial=skipped, unit="run", desc=sweep.name,
-                   disable=not progress)
         failures = 0
-        for future in as_completed(futures):
-            report = _report(future)
-            failures += report["error"] is not None
-            _record(sweep, futures[future], report)
-            executed += 1
-            bar.update()
-            bar.set_postfix(failed=failures)
-        bar.close()
-        status = "complete" if failures == 0 else "failed"
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-        wall = round(time.perf_counter() - start, 3)
-        rows, table, figure = _write_summary(sweep, created, status, where, wall)
-    return SweepResult(sweep.folder, rows, executed, skipped, wall, table, figure, status)
+        with tqdm(total=len(sweep.runs), initial=len(sweep.runs) - len(todo), unit="run",
+                  desc=sweep.name, disable=not progress) as bar:
+            for future in as_completed(futures):
+                report = _report(future)
+                failures += report["error"] is not None
+                _record(sweep, futures[future], report)
+                bar.update()
+                bar.set_postfix(failed=failures)
+    return len(futures)
 
 
 def _report(future) -> dict:
@@ -587,8 +588,12 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def _write_summary(sweep: Sweep, created: str, status: str, where: str, wall: float):
-    """Write results.csv, summary.png and sweep.json from what is on disk now."""
+def _write_summary(sweep: Sweep, created: str, where: str, wall: float, final: bool):
+    """Write results.csv, summary.png and sweep.json from what is on disk now.
+
+    Status: ``running`` while not final, then ``interrupted`` if runs are pending, ``failed`` if
+    any failed, else ``complete``.
+    """
     rows = collect(sweep)
     table = sweep.folder / TABLE_FILE
     _write_table(rows, table)
@@ -598,6 +603,8 @@ def _write_summary(sweep: Sweep, created: str, status: str, where: str, wall: fl
         figure = sweep.folder / FIGURE_FILE
         draw_summary(sweep, rows, metric, figure)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "pending")}
+    status = ("running" if not final else "interrupted" if counts["pending"]
+              else "failed" if counts["failed"] else "complete")
     _write_json(sweep.folder / SWEEP_FILE, {
         "kind": "fpwb-sweep", "name": sweep.name, "sweep_id": sweep.sweep_id,
         "notebook": str(sweep.notebook), "notebook_copy": NOTEBOOK_COPY,
@@ -610,7 +617,7 @@ def _write_summary(sweep: Sweep, created: str, status: str, where: str, wall: fl
                    for r in rows if r["status"] == "failed"],
         "table": TABLE_FILE, "figure": FIGURE_FILE if figure else None,
         "cluster": where, "wall_time_s": wall, "created": created, "updated": _now()})
-    return rows, table, figure
+    return rows, table, figure, status
 
 
 def add_sweep_command(subparsers) -> argparse.ArgumentParser:
