@@ -9,7 +9,7 @@ under ``fixed``; ``metric`` optionally names the results.json entry the summary 
     fixed:
       smoke: true
       seed: 0
-    metric: accuracy
+    metric: headline.accuracy     # nested results.json entries are named with dots
 
 Every combination of grid values is one run. Runs execute through papermill (working directory:
 the repository root) on Dask distributed: a LocalCluster on this machine, one process per worker
@@ -19,7 +19,7 @@ named from its grid values; the notebook writes ``results.json`` (and any figure
 ``parameters.yaml`` (every parameter value: ``papermill notebook.ipynb OUT.ipynb -f
 parameters.yaml -p out_dir DIR --cwd REPO`` reruns it) and ``run.json`` (status, error, time).
 The folder ends with ``results.csv`` (one row per run), ``summary.png`` and ``sweep.json``, the
-entry the report index lists.
+entry the report index lists (:func:`index_entries` finds them under ``reports/sweeps/``).
 
 A sweep folder belongs to one pair of notebook code and grid, hashed into ``sweep_id``. Running
 the same pair again skips the runs that completed and retries the others; a changed notebook or
@@ -310,8 +310,10 @@ def execute_run(notebook_json: str, notebook_name: str, parameters: dict, folder
             papermill.execute_notebook(str(source), str(work / notebook_name),
                                        parameters={**parameters, OUT_PARAM: str(work.resolve())},
                                        cwd=str(repo_root()), progress_bar=False,
-                                       # N kernels at once: keep their start-up warnings quiet
-                                       extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                       # Quiet kernels: every shutdown logs a "KeyboardInterrupt"
+                                       # (jupyter_client interrupts first); notebook errors are
+                                       # recorded from the notebook itself.
+                                       extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
             if not (work / RESULTS_FILE).is_file():
                 error = {"type": "MissingResults",
                          "message": f"the notebook wrote no {RESULTS_FILE} into {OUT_PARAM}"}
@@ -618,6 +620,23 @@ def _write_summary(sweep: Sweep, created: str, where: str, wall: float, final: b
         "table": TABLE_FILE, "figure": FIGURE_FILE if figure else None,
         "cluster": where, "wall_time_s": wall, "created": created, "updated": _now()})
     return rows, table, figure, status
+
+
+def index_entries(report_dir="reports") -> list[dict]:
+    """The sweeps under ``report_dir/sweeps/*/``, for the report index: each sweep.json with
+    ``folder``, ``table`` and ``figure`` made relative to ``report_dir`` (figure None if absent)."""
+    report_dir = Path(report_dir)
+    entries = []
+    for path in sorted(report_dir.glob(f"sweeps/*/{SWEEP_FILE}")):
+        entry = _read_json(path)
+        if not entry or entry.get("kind") != "fpwb-sweep":
+            continue
+        folder = path.parent.relative_to(report_dir)
+        entry["folder"] = folder.as_posix()
+        entry["table"] = (folder / entry["table"]).as_posix()
+        entry["figure"] = (folder / entry["figure"]).as_posix() if entry.get("figure") else None
+        entries.append(entry)
+    return entries
 
 
 def add_sweep_command(subparsers) -> argparse.ArgumentParser:

@@ -220,3 +220,12 @@ def test_worker_without_the_sweep_folder_sends_files_back(tmp_path):
     assert sorted(report["files"]) == sorted([PROBE.name, "results.json"])
     assert json.loads(report["files"]["results.json"])["x_squared"] == 25
     assert not any(folder.iterdir())  # nothing written where this worker cannot see the sweep
+
+
+def test_index_entries_list_sweeps_of_a_report_folder(sweeps, tmp_path):
+    shutil.copytree(sweeps["out"], tmp_path / "sweeps" / "probe")
+    (tmp_path / "sweeps" / "not-a-sweep").mkdir()
+    (entry,) = sweep.index_entries(tmp_path)
+    assert entry["folder"] == "sweeps/probe" and entry["table"] == "sweeps/probe/results.csv"
+    assert (tmp_path / entry["figure"]).is_file()
+    assert (entry["name"], entry["n_runs"], entry["n_failed"]) == ("sweep_probe--probe", 4, 1)
