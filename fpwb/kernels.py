@@ -1,7 +1,9 @@
 """Compiled per-neuron scans for the exact sequential rule on CPU (numba).
 
 Neurons never interact under the Frontprop rule, so each neuron can walk a chunk of positions on
-its own, in parallel with the others. Both scans take scaled projections ``u = (w . x) * r**-e``
+its own. The scans run single-threaded on purpose: numba's worker threads and torch's (which run
+the matmuls around them) spin against each other, and measured ten times slower in parallel. Both
+scans take scaled projections ``u = (w . x) * r**-e``
 and scaled threshold levels (see ``fpwb.engine``), and stop doing work for a neuron that does not
 fire. They differ in how a neuron's later projections follow its weight change:
 
@@ -18,14 +20,14 @@ import numba
 import numpy as np
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def scan_gram(u, gram, inv_scale, valid, slot, level, w_boost, out, coef_x, coef_w):
     """u (A, P) scaled projections, gram (P, P) scaled ``x_i . x_k * r**-e_k``; in place:
     level (A, S), out (A, P) fired values, coef_x (A, P) and coef_w (A,) giving the final weights
     ``coef_w * w + coef_x @ x`` (before a last renormalisation)."""
     a = 1.0 - w_boost
     n_neurons, n_pos = u.shape
-    for j in numba.prange(n_neurons):
+    for j in range(n_neurons):
         keep = 1.0  # coefficient of the start weight so far
         for i in range(n_pos):
             if not valid[i] or u[j, i] < level[j, slot[i]]:
@@ -46,13 +48,13 @@ def scan_gram(u, gram, inv_scale, valid, slot, level, w_boost, out, coef_x, coef
                 coef_x[j, i] *= keep
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def scan_direct(u, x, weight, scale, valid, slot, level, w_boost, out):
     """u (A, P) scaled projections with the start weights, x (P, K) unit rows; in place:
     weight (A, K), level (A, S), out (A, P) fired values."""
     n_neurons, n_pos = u.shape
     dim = x.shape[1]
-    for j in numba.prange(n_neurons):
+    for j in range(n_neurons):
         moved = False
         for i in range(n_pos):
             if not valid[i]:
