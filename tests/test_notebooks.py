@@ -1,0 +1,112 @@
+"""Every notebook in notebooks/: its conventions, a papermill run with smoke=True through the report
+runner, nbval over the executed copies, and the rendered report in headless Chromium.
+
+nbval design: the committed notebooks carry no outputs, and their defaults are the full (minutes
+long) experiments. So nbval runs in lax mode over the executed smoke copies papermill wrote (they
+hold the injected ``smoke = True`` cell and the outputs of that run): every cell must run again
+without error, and the cells marked ``# NBVAL_CHECK_OUTPUT`` (the seeded result numbers) must print
+exactly what the papermill run printed.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from fpwb import experiments, report
+
+ROOT = experiments.repo_root()
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+EXPECTED = ["00_quickstart", "01_simple_patterns_linear", "02_simple_patterns_conv2d",
+            "03_probe_benchmark", "04_explorer", "05_hyperparameters"]
+REQUIRED = {"seed", "device", "smoke", "out_dir"}
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+
+
+def test_all_notebooks_are_there():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_conventions(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    params = papermill.inspect_notebook(str(path))
+    assert REQUIRED <= set(params), f"missing parameters {REQUIRED - set(params)}"
+    assert params["out_dir"]["default"] == repr(f"reports/{path.stem}").replace("'", '"')
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert "experiments.workdir()" in first_code.source, "the first code cell fixes the working directory"
+    assert any(CHECK_MARKER in c.source for c in nb.cells if c.cell_type == "code")
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit without outputs"
+
+
+def test_data_set_notebooks_declare_dataset():
+    for name in ("03_probe_benchmark", "04_explorer", "05_hyperparameters"):
+        assert "dataset" in papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+    params = papermill.inspect_notebook(str(ROOT / "notebooks" / "05_hyperparameters.ipynb"))
+    assert {"w_boost", "t_decay", "n_neurons"} <= set(params)
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke_report")
+    runs = report.run_report(parameters={"smoke": True}, out_dir=out, progress=False)
+    return out, {run.name: run for run in runs}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_runs_in_smoke_mode(smoke_report, name):
+    out, runs = smoke_report
+    run = runs[name]
+    assert run.status == "ok", run.error
+    assert run.parameters["smoke"] is True
+    results = json.loads((out / name / "results.json").read_text())
+    assert results["headline"], "headline numbers for the index"
+    assert (out / name / results["key_figure"]).stat().st_size > 5000
+    page = (out / name / f"{name}.html").read_text()
+    assert "data:image/png;base64" in page, "figures inline in the HTML page"
+
+
+def test_smoke_results_make_sense(smoke_report):
+    out, _ = smoke_report
+    results = {name: json.loads((out / name / "results.json").read_text())["headline"] for name in EXPECTED}
+    assert results["00_quickstart"]["neurons fired"] > 0
+    assert 0 < results["03_probe_benchmark"]["raw pixels"] <= 1
+    assert 0 <= results["05_hyperparameters"]["accuracy"] <= 1
+    assert results["04_explorer"]["samples seen"] > 0
+
+
+def test_index_lists_every_notebook(smoke_report):
+    out, _ = smoke_report
+    page = (out / "index.html").read_text()
+    for name in EXPECTED:
+        assert f"<tr id='{name}'>" in page and f"href='{name}/{name}.html'" in page
+    assert "failed" not in page.split("</p>", 1)[1].replace("0 failed", "")
+
+
+def test_nbval_reproduces_the_seeded_result_cells(smoke_report):
+    out, _ = smoke_report
+    executed = [str(out / name / f"{name}.ipynb") for name in EXPECTED]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env",
+         "-p", "no:cacheprovider", "--rootdir", str(out), *executed],
+        cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
+
+
+@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="no Chromium (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(smoke_report):
+    out, _ = smoke_report
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_report_browser.py"), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in EXPECTED:
+        assert f"{name}/{name}.html: '{name}'" in done.stdout
