@@ -1,0 +1,170 @@
+"""The probe table: Frontprop against baselines, every size x readout x seed, on one protocol.
+
+The upstream protocol: train one FpLinear for ``epochs`` passes over the training set, freeze it,
+embed train and test, fit a linear probe on the training features, report test accuracy. Here
+the same is done for each baseline of ``fpwb.baselines`` and for raw pixels, with every readout
+of ``fpwb.probes``, and a cosine k-NN probe besides.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from . import baselines, diagnostics
+from .data import Batches, flatten, load
+from .linear import FpLinear
+from .probes import READOUTS, embed, knn_probe, linear_probe
+
+METHODS = ("frontprop", "random", "kmeans", "pca", "raw")
+
+#: The columns of a row, in order.
+COLUMNS = ("dataset", "method", "size", "features", "readout", "seed", "probe_acc", "knn_acc",
+           "probe_iters", "probe_converged", "fired", "active", "redundant_pairs", "train_s",
+           "probe_s")
+
+
+def _layer(method, X, size, seed, epochs, w_boost, t_decay, mode):
+    """The layer a method builds from the training inputs X (n, D)."""
+    if method == "frontprop":
+        layer = FpLinear(X.shape[1], size, w_boost=w_boost, t_decay=t_decay, mode=mode, seed=seed)
+        for xb, _ in Batches(X, torch.zeros(len(X), dtype=torch.long), batch_size=1024, seed=seed,
+                             epochs=epochs):
+            layer(xb)
+        return layer.freeze()
+    if method == "random":
+        return baselines.random_layer(X.shape[1], size, seed)
+    if method == "kmeans":
+        return baselines.kmeans_layer(X, size, seed)
+    return baselines.pca_layer(X, size, seed)
+
+
+def _split(dataset, root):
+    """(name, X_train (n, D), y_train, X_test (m, D), y_test) from a name or a 4-tuple."""
+    if isinstance(dataset, str):
+        (Xtr, ytr), (Xte, yte) = load(dataset, "train", root), load(dataset, "test", root)
+        name = dataset
+    elif isinstance(dataset, (tuple, list)) and len(dataset) == 4:
+        Xtr, ytr, Xte, yte = dataset
+        name = "custom"
+    else:
+        raise ValueError("dataset must be a name for fpwb.data.load or a tuple "
+                         "(X_train, y_train, X_test, y_test)")
+    return name, flatten(Xtr).float(), ytr, flatten(Xte).float(), yte
+
+
+def probe_table(dataset, sizes=(20, 100, 200, 500, 1000), epochs: int = 1, w_boost: float = 0.01,
+                t_decay: float = 0.0001, readouts=READOUTS, seeds=(0,), methods=METHODS, *,
+                mode: str = "sequential", knn_k: int = 5, knn_test: int | None = None,
+                root="data", progress: bool = True, on_row=None) -> list[dict]:
+    """Run the protocol; returns a tidy table, one dict per method x size x readout x seed.
+
+    dataset: a name for ``fpwb.data.load`` (its train and test splits) or a tuple
+    (X_train, y_train, X_test, y_test). Frontprop: an FpLinear of ``size`` neurons with
+    ``w_boost``, ``t_decay`` and ``mode``, ``epochs`` passes over the training set in seeded
+    shuffled order. Baselines (``fpwb.baselines``) have no learned thresholds, so they skip the
+    ``fired`` readout; ``raw`` is one row (readout ``pixels``, size = pixel count).
+    knn_test: score the k-NN probe on the first knn_test test samples only (it costs
+    test x train x features); None for all. on_row: called with each finished row (to save
+    partial results of a long run).
+
+    Row fields (COLUMNS): probe_acc (linear probe, ``fpwb.probes.linear_probe``'s protocol),
+    knn_acc, probe_iters and probe_converged, fired (share of neurons that fired while learning;
+    Frontprop only), active (share of features non-zero on at least one test sample),
+    redundant_pairs (weight pairs with cosine > 0.95), train_s (building the layer), probe_s
+    (embedding and both probes).
+    """
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; expected some of {METHODS}")
+    unknown = set(readouts) - set(READOUTS)
+    if unknown:
+        raise ValueError(f"unknown readouts {sorted(unknown)}; expected some of {READOUTS}")
+    name, Xtr, ytr, Xte, yte = _split(dataset, root)
+    knn_slice = slice(None, knn_test)
+    jobs = [(m, size, seed) for m in methods if m != "raw" for size in sizes for seed in seeds]
+    jobs += [("raw", Xtr.shape[1], None)] if "raw" in methods else []
+    rows = []
+    bar = tqdm(jobs, desc=f"probe table ({name})", disable=not progress)
+    for method, size, seed in bar:
+        bar.set_postfix_str(f"{method} {size}" + ("" if seed is None else f" seed {seed}"))
+        start = time.perf_counter()
+        layer = None if method == "raw" else _layer(method, Xtr, size, seed, epochs, w_boost,
+                                                     t_decay, mode)
+        train_s = time.perf_counter() - start
+        for readout in ("pixels",) if layer is None else readouts:
+            if readout == "fired" and method != "frontprop":
+                continue
+            start = time.perf_counter()
+            Ftr, Fte = (Xtr, Xte) if layer is None else (embed(layer, Xtr, readout=readout),
+                                                         embed(layer, Xte, readout=readout))
+            probe = linear_probe(Ftr, ytr, Fte, yte)
+            knn = knn_probe(Ftr, ytr, Fte[knn_slice], yte[knn_slice], k=knn_k)
+            row = {"dataset": name, "method": method, "size": size, "features": Ftr.shape[1],
+                   "readout": readout, "seed": seed, "probe_acc": probe["accuracy"],
+                   "knn_acc": knn["accuracy"], "probe_iters": probe["iterations"],
+                   "probe_converged": probe["converged"],
+                   "fired": diagnostics.fired_share(layer) if method == "frontprop" else None,
+                   "active": float((Fte != 0).any(0).float().mean()),
+                   "redundant_pairs": None if layer is None else diagnostics.redundancy(layer)["pairs"],
+                   "train_s": train_s, "probe_s": time.perf_counter() - start}
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows
+
+
+def write_csv(rows: list[dict], path) -> None:
+    """The tidy table as CSV, columns in COLUMNS order."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _cell(values, percent=True):
+    """Mean (and spread over seeds) of a column's values, formatted for a table."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return ""
+    scale = 100 if percent else 1
+    mean = statistics.fmean(values) * scale
+    text = f"{mean:.1f}" if percent else f"{mean:.2f}"
+    return text + (f" ± {statistics.stdev(values) * scale:.1f}" if len(values) > 1 else "")
+
+
+def summary_markdown(rows: list[dict], value: str = "probe_acc") -> str:
+    """One markdown table of ``value`` (in %): a line per method x readout, a column per size;
+    mean ± std over seeds where there are several. Raw pixels: the same number in every column."""
+    sizes = sorted({r["size"] for r in rows if r["method"] != "raw"})
+    lines = [f"| method | readout | " + " | ".join(str(s) for s in sizes) + " |",
+             "|---|---|" + "---|" * len(sizes)]
+    keys = list(dict.fromkeys((r["method"], r["readout"]) for r in rows))
+    for method, readout in keys:
+        mine = [r for r in rows if (r["method"], r["readout"]) == (method, readout)]
+        if method == "raw":
+            cells = [_cell([r[value] for r in mine])] * len(sizes)
+            label = f"raw pixels ({mine[0]['features']})"
+        else:
+            cells = [_cell([r[value] for r in mine if r["size"] == s]) for s in sizes]
+            label = method
+        lines.append(f"| {label} | {readout} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rows_markdown(rows: list[dict]) -> str:
+    """The tidy table itself as markdown, every row and column."""
+    def fmt(key, v):
+        if v is None:
+            return ""
+        if key in ("probe_acc", "knn_acc"):
+            return f"{100 * v:.2f}"
+        if isinstance(v, float):
+            return f"{v:.3f}" if key in ("fired", "active") else f"{v:.1f}"
+        return str(v)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(k, r[k]) for k in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
