@@ -69,7 +69,8 @@ def main():
              f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"load average before: {os.getloadavg()[0]:.1f}",
              "",
-             f"{'workers':>7}  {'wall s':>7}  {'runs s':>7}  {'speed-up':>8}  {'efficiency':>10}"]
+             f"{'workers':>7}  {'wall s':>7}  {'runs s':>7}  {'cpu s':>6}  {'speed-up':>8}  "
+             f"{'efficiency':>10}  {'load':>5}"]
     print("\n".join(lines), flush=True)
     with tempfile.TemporaryDirectory(prefix="fpwb-bench-") as tmp:
         notebook = Path(tmp, "bench.ipynb")
@@ -82,15 +83,19 @@ def main():
             if not result.ok:
                 raise SystemExit(f"benchmark sweep failed: {result.failed}")
             runs = sum(float(r["seconds"]) for r in result.rows)
+            cpu = sum(float(r["cpu_seconds"]) for r in result.rows)
             if base is None:
                 base, base_workers = wall, workers
             speedup = base / wall
             efficiency = speedup * base_workers / workers
-            line = f"{workers:>7}  {wall:>7.1f}  {runs:>7.1f}  {speedup:>7.2f}x  {efficiency:>9.0%}"
+            line = (f"{workers:>7}  {wall:>7.1f}  {runs:>7.1f}  {cpu:>6.1f}  {speedup:>7.2f}x  "
+                    f"{efficiency:>10.0%}  {os.getloadavg()[0]:>5.1f}")
             print(line, flush=True)
             lines.append(line)
-    lines += ["", "wall s: the whole run_sweep call (cluster start included); runs s: sum of the "
-                  "8 runs' own times (kernel start + execution); speed-up relative to the first row."]
+    lines += ["", "wall s: the whole run_sweep call (cluster start included); runs s: sum of the 8 "
+                  "runs' own times (kernel start + execution); cpu s: sum of the training cells' CPU "
+                  "time; speed-up: relative to the first row; load: 1-minute load average after the "
+                  "row (other processes on the machine compete for the same cores)."]
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print(lines[-1])

@@ -94,8 +94,14 @@ class Grid:
     @classmethod
     def load(cls, path) -> Grid:
         """Read a grid file (YAML with ``grid``, optional ``fixed`` and ``metric``)."""
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(yaml.load(f, Loader=_GridLoader), source=str(path))
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.load(f, Loader=_GridLoader)
+        except FileNotFoundError:
+            raise ValueError(f"grid file {str(path)!r} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"grid file {str(path)!r} is not valid YAML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, data, source: str = "grid") -> Grid:
@@ -644,15 +650,19 @@ def add_sweep_command(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "sweep", help="run a notebook over a parameter grid on Dask",
         description="Run NOTEBOOK once per point of the grid through papermill on Dask "
-                    "distributed; resume skips completed runs. Exit code 1 when a run failed.")
-    parser.add_argument("notebook", help="the notebook (needs parameters seed and out_dir)")
-    parser.add_argument("--grid", required=True, help="YAML file with grid:, fixed: and metric:")
-    parser.add_argument("--out", help="sweep folder (default reports/sweeps/NOTEBOOK--GRID)")
-    parser.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 "
-                                            "(default: a LocalCluster on this machine)")
-    parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+                    "distributed. Running it again skips completed runs. Exit status: 0 all runs "
+                    "ok, 1 a run failed, 2 bad input, 130 interrupted.")
+    parser.add_argument("notebook", metavar="NOTEBOOK",
+                        help="the notebook (declares parameters seed and out_dir)")
+    parser.add_argument("--grid", required=True, metavar="GRID.yaml",
+                        help="grid: lists of values, fixed: constant parameters, metric: optional")
+    parser.add_argument("--out", metavar="DIR", help="sweep folder (default reports/sweeps/NOTEBOOK--GRID)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster here)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="LocalCluster worker processes (default: one per core)")
     parser.add_argument("--force", action="store_true",
-                        help="delete the results of another notebook or grid found in --out")
+                        help="delete the results of another notebook or grid found in DIR")
     parser.set_defaults(run=sweep_command)
     return parser
 

@@ -45,6 +45,14 @@ def test_run_names_are_readable_and_unique():
     assert len(run_name({"x": "y" * 500})) < 140
 
 
+def test_grid_file_must_exist_and_parse(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        Grid.load(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("grid: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        Grid.load(tmp_path / "bad.yaml")
+
+
 def test_grid_file_reads_exponents_as_floats(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("grid:\n  t_decay: [1e-3, 2.5E-4, 0.1]\n  n: [1, 2]\nfixed:\n  tag: 1e-3x\n")
