@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test quickstart report lab bench clean
+.PHONY: install test report lab bench figures clean
 
 install: $(STAMP)
 
@@ -20,11 +20,8 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-quickstart: $(STAMP)
-	$(PY) -m fpwb.quickstart --out reports/quickstart
-
 bench: $(STAMP)
-	$(PY) benchmarks/layers.py
+	$(PY) benchmarks/layers.py --out benchmarks/results/layers.txt
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info
@@ -35,6 +32,5 @@ report: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m jupyter lab --notebook-dir=.
 
-.PHONY: figures
 figures: $(STAMP)
 	$(PY) -m fpwb.cli figures --report reports --dest docs/figures

@@ -1,0 +1,119 @@
+"""Throughput of the Frontprop layers on real images, side by side in one run.
+
+FpLinear(784 -> 1000) over 20,000 images: the per-sample reference loop (lean: one matrix-vector
+product per sample, no checks), ``sequential`` (exact), ``batch`` and a plain ``x @ W.T`` (the
+floor no learning rule can beat), on two schedules: the upstream one (nothing fires for the first
+~17,000 samples) and a dense one (most samples fire several neurons). Then FpConv2d (16 kernels
+5x5, padding 2, 28x28 images) in both modes. Fashion-MNIST when its files are found, else
+scikit-learn's digits resized to 28x28.
+
+    python benchmarks/layers.py [--samples 20000] [--out benchmarks/results/layers.txt]
+"""
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from fpwb import FpConv2d, FpLinear
+from fpwb.data import DatasetNotFoundError, load
+
+SCHEDULES = {"upstream": dict(w_boost=0.01, t_decay=0.0001), "dense": dict(w_boost=0.01, t_decay=0.001)}
+
+
+def images(n: int):
+    """(n, 1, 28, 28) float32 images and the data set's name."""
+    try:
+        X, _ = load("fashion_mnist", download=False)
+        name = "Fashion-MNIST"
+    except DatasetNotFoundError:
+        X, _ = load("digits")
+        X = F.interpolate(X, size=(28, 28), mode="bilinear", align_corners=False)
+        name = "digits resized to 28x28"
+    X = X.repeat((n + len(X) - 1) // len(X), 1, 1, 1)[:n]
+    return X, name
+
+
+def reference_loop(weight, threshold, X, w_boost, t_decay):
+    """The rule sample by sample: what the layer would do without the vectorised solver."""
+    W, t, r = weight.clone(), threshold.clone(), 1.0 - t_decay
+    for x in X / X.norm(dim=1, keepdim=True):
+        y = W @ x
+        fired = y >= t
+        if fired.any():
+            w = W[fired]
+            w += w_boost * (x - w)
+            W[fired] = w / w.norm(dim=1, keepdim=True)
+            t[fired] = y[fired]
+        t *= r
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def feed(layer, X, batch: int = 1000):
+    """Forward X in data-loader sized batches; returns how many neurons fired per sample."""
+    fired = [(layer(x) > 0).sum(1) for x in X.split(batch)]
+    return torch.cat(fired).float()
+
+
+def linear_rows(X):
+    rows = []
+    D = X.shape[1]
+    for name, kwargs in SCHEDULES.items():
+        seq = FpLinear(D, 1000, seed=0, **kwargs)
+        bat = FpLinear(D, 1000, seed=0, mode="batch", **kwargs)
+        t_ref = timed(lambda: reference_loop(seq.weight, seq.threshold, X, **kwargs))
+        fired = []
+        t_seq = timed(lambda: fired.append(feed(seq, X)))
+        t_bat = timed(lambda: feed(bat, X))
+        t_floor = timed(lambda: [F.normalize(x, dim=1) @ seq.weight.T for x in X.split(1000)])
+        fired = fired[0]
+        silent = int((fired.cumsum(0) == 0).sum())
+        rows.append((name, len(X) / t_ref, len(X) / t_seq, len(X) / t_bat, len(X) / t_floor,
+                     silent, float(fired[silent:].mean()) if silent < len(X) else 0.0))
+    return rows
+
+
+def conv_rows(X, n_seq: int, n_batch: int):
+    rows = []
+    for mode, n in (("sequential", n_seq), ("batch", n_batch)):
+        layer = FpConv2d(1, 16, 5, padding=2, seed=0, mode=mode)
+        elapsed = timed(lambda: [layer(x) for x in X[:n].split(250)])
+        rows.append((mode, n / elapsed))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=20_000)
+    parser.add_argument("--conv-samples", type=int, default=5_000)
+    parser.add_argument("--out", help="also write the printed figures to this file")
+    args = parser.parse_args(argv)
+
+    X, name = images(args.samples)
+    FpLinear(784, 8)(X[:300].flatten(1))  # compile the scans once, outside the timings
+    FpConv2d(1, 2, 5, padding=2)(X[:4])
+    lines = [f"Data: {name}, {args.samples} samples; torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads", "",
+             "FpLinear 784 -> 1000, samples/s (ratios in brackets)",
+             f"{'schedule':<10}{'reference':>12}{'sequential':>22}{'batch':>22}{'x @ W.T':>12}"
+             f"{'silent start':>14}{'fired/sample after':>20}"]
+    for sched, ref, seq, bat, floor, silent, fired in linear_rows(X.flatten(1)):
+        lines.append(f"{sched:<10}{ref:>12,.0f}{seq:>12,.0f} ({seq / ref:>4.1f}x ref)"
+                     f"{bat:>12,.0f} ({bat / floor:.2f}x floor){floor:>12,.0f}{silent:>14,}{fired:>20.1f}")
+    lines += ["", "FpConv2d 1 -> 16, 5x5, padding 2, 28x28 images, images/s"]
+    for mode, rate in conv_rows(X, args.conv_samples // 2, args.conv_samples):
+        lines.append(f"{mode:<12}{rate:>10,.0f}")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
