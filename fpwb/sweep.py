@@ -577,8 +577,9 @@ def draw_summary(sweep: Sweep, rows: list[dict], metric: str, path: Path):
         image = ax.imshow(cells, origin="lower", aspect="auto", cmap="viridis")
         for j, line in enumerate(cells):
             for i, cell in enumerate(line):
+                dark = math.isnan(cell) or image.norm(cell) < 0.5
                 ax.text(i, j, "n/a" if math.isnan(cell) else f"{cell:.3g}", ha="center",
-                        va="center", color="white" if math.isnan(cell) else "black", fontsize=8)
+                        va="center", color="white" if dark else "black", fontsize=8)
         ax.set_xticks(range(len(xs)), xs)
         ax.set_yticks(range(len(ys)), ys)
         ax.set_xlabel(x)
