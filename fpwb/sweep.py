@@ -19,7 +19,8 @@ named from its grid values; the notebook writes ``results.json`` (and any figure
 ``parameters.yaml`` (every parameter value: ``papermill notebook.ipynb OUT.ipynb -f
 parameters.yaml -p out_dir DIR --cwd REPO`` reruns it) and ``run.json`` (status, error, time).
 The folder ends with ``results.csv`` (one row per run), ``summary.png`` and ``sweep.json``, the
-entry the report index lists (:func:`index_entries` finds them under ``reports/sweeps/``).
+entry the report index lists: ``fpwb sweep`` rewrites ``<report>/index.html`` when the sweep folder
+is ``<report>/sweeps/<name>`` (the default, under ``reports/``).
 
 A sweep folder belongs to one pair of notebook code and grid, hashed into ``sweep_id``. Running
 the same pair again skips the runs that completed and retries the others; a changed notebook or
@@ -629,23 +630,6 @@ def _write_summary(sweep: Sweep, created: str, where: str, wall: float, final: b
     return rows, table, figure, status
 
 
-def index_entries(report_dir="reports") -> list[dict]:
-    """The sweeps under ``report_dir/sweeps/*/``, for the report index: each sweep.json with
-    ``folder``, ``table`` and ``figure`` made relative to ``report_dir`` (figure None if absent)."""
-    report_dir = Path(report_dir)
-    entries = []
-    for path in sorted(report_dir.glob(f"sweeps/*/{SWEEP_FILE}")):
-        entry = _read_json(path)
-        if not entry or entry.get("kind") != "fpwb-sweep":
-            continue
-        folder = path.parent.relative_to(report_dir)
-        entry["folder"] = folder.as_posix()
-        entry["table"] = (folder / entry["table"]).as_posix()
-        entry["figure"] = (folder / entry["figure"]).as_posix() if entry.get("figure") else None
-        entries.append(entry)
-    return entries
-
-
 def add_sweep_command(subparsers) -> argparse.ArgumentParser:
     """Register ``sweep`` on an argparse subparsers object; the command is ``args.run(args)``."""
     parser = subparsers.add_parser(
@@ -682,6 +666,10 @@ def sweep_command(args) -> int:
     print(f"{len(result.rows) - len(result.failed)} of {len(result.rows)} runs ok "
           f"({result.executed} executed, {result.skipped} skipped) in {result.wall_time_s:.1f} s; "
           f"table {result.table}")
+    if result.folder.resolve().parent.name == "sweeps":  # <report>/sweeps/<name>: list it there
+        from .report import write_index
+
+        print(f"report index: {write_index(result.folder.resolve().parents[1])}")
     for row in result.failed:
         print(f"  failed {row['run']}: {row['error']}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED

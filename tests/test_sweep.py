@@ -120,7 +120,7 @@ def test_workers_and_scheduler_are_checked(tmp_path):
 def sweeps(tmp_path_factory):
     """Run the probe grid (4 runs, x=3 fails) on 2 workers, then run the same command again."""
     tmp = tmp_path_factory.mktemp("sweep")
-    grid, out = write_grid(tmp / "probe.yaml", GRID), tmp / "out"
+    grid, out = write_grid(tmp / "probe.yaml", GRID), tmp / "report" / "sweeps" / "probe"
     first = run_sweep(PROBE, grid, out, workers=2, progress=False)
     records = {p.parent.name: json.loads(p.read_text()) for p in out.glob("runs/*/run.json")}
     code = main([str(PROBE), "--grid", str(grid), "--out", str(out), "--workers", "1"])
@@ -171,6 +171,11 @@ def test_second_invocation_skips_completed_runs(sweeps):
     assert after["x=3"]["finished"] >= before["x=3"]["finished"]
     assert after["x=3"]["status"] == "failed"
     assert sweeps["summary"]["status"] == "failed"
+
+
+def test_the_command_lists_the_sweep_in_the_report_index(sweeps):
+    page = (sweeps["out"].parents[1] / "index.html").read_text()
+    assert "sweep_probe--probe" in page and "sweeps/probe/results.csv" in page
 
 
 def test_changed_grid_or_notebook_is_refused(sweeps, tmp_path, monkeypatch):
@@ -229,11 +234,3 @@ def test_worker_without_the_sweep_folder_sends_files_back(tmp_path):
     assert json.loads(report["files"]["results.json"])["x_squared"] == 25
     assert not any(folder.iterdir())  # nothing written where this worker cannot see the sweep
 
-
-def test_index_entries_list_sweeps_of_a_report_folder(sweeps, tmp_path):
-    shutil.copytree(sweeps["out"], tmp_path / "sweeps" / "probe")
-    (tmp_path / "sweeps" / "not-a-sweep").mkdir()
-    (entry,) = sweep.index_entries(tmp_path)
-    assert entry["folder"] == "sweeps/probe" and entry["table"] == "sweeps/probe/results.csv"
-    assert (tmp_path / entry["figure"]).is_file()
-    assert (entry["name"], entry["n_runs"], entry["n_failed"]) == ("sweep_probe--probe", 4, 1)
