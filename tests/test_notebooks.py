@@ -77,6 +77,10 @@ def test_smoke_results_make_sense(smoke_report):
     out, _ = smoke_report
     results = {name: json.loads((out / name / "results.json").read_text())["headline"] for name in EXPECTED}
     assert results["00_quickstart"]["neurons fired"] > 0
+    quickstart = json.loads((out / "00_quickstart" / "results.json").read_text())
+    # plots.coverage on the trained layer assigns every neuron that fired to exactly one pattern
+    assert sum(quickstart["neurons_per_pattern"].values()) == results["00_quickstart"]["neurons fired"]
+    assert all(0.0 <= c <= 1.0 + 1e-6 for c in quickstart["best_cosine"].values())
     assert 0 < results["03_probe_benchmark"]["raw pixels"] <= 1
     assert 0 <= results["05_hyperparameters"]["accuracy"] <= 1
     assert results["04_explorer"]["samples seen"] > 0
