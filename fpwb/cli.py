@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Run notebooks (all in notebooks/ by default) with their "
                                         "default or given parameters into a report folder.")
     p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
-                   help="notebook name (00_quickstart) or path; all notebooks when none")
+                   help="notebook name (00_quickstart), unique prefix (00) or path; all when none")
     p.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append",
                    metavar=("NAME", "VALUE"),
                    help="set a parameter in every notebook run; each must declare it")
