@@ -140,9 +140,6 @@ class Grid:
         """Every combination of grid values, the first parameter varying slowest."""
         return [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
 
-    def to_dict(self) -> dict:
-        return {"grid": self.grid, "fixed": self.fixed, "metric": self.metric}
-
     def __len__(self) -> int:
         return math.prod(len(v) for v in self.grid.values())
 
@@ -516,7 +513,7 @@ def collect(sweep: Sweep) -> list[dict]:
         status = record.get("status", "pending")
         row = {"run": run.name, "status": status, **run.values, **sweep.grid.fixed}
         results = _read_json(folder / RESULTS_FILE) if status == "ok" else None
-        for key, value in _flatten(results or {}).items():
+        for key, value in _flatten(results if isinstance(results, dict) else {}).items():
             row[f"result.{key}" if key in row else key] = value
         error = record.get("error")
         row["seconds"] = record.get("seconds")

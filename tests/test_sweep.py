@@ -3,11 +3,10 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 import yaml
 
@@ -205,12 +204,12 @@ def test_busy_folder_is_refused(sweeps, tmp_path):
 
 
 def test_run_is_reproducible_from_its_stored_parameters(sweeps, tmp_path):
+    # What `papermill notebook.ipynb OUT.ipynb -f parameters.yaml -p out_dir DIR --cwd REPO` does.
     out, run = sweeps["out"], sweeps["out"] / "runs" / "x=2"
-    subprocess.run(
-        [shutil.which("papermill", path=os.path.dirname(sys.executable)), str(out / "notebook.ipynb"),
-         str(tmp_path / "rerun.ipynb"), "-f", str(run / "parameters.yaml"), "-p", "out_dir",
-         str(tmp_path), "--cwd", str(sweep.repo_root()), "--no-progress-bar"],
-        check=True, capture_output=True)
+    parameters = yaml.safe_load((run / "parameters.yaml").read_text())
+    papermill.execute_notebook(str(out / "notebook.ipynb"), str(tmp_path / "rerun.ipynb"),
+                               parameters={**parameters, "out_dir": str(tmp_path)},
+                               cwd=str(sweep.repo_root()), progress_bar=False)
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(
         (run / "results.json").read_text())
 
