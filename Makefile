@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test report lab bench figures clean
+.PHONY: install test report lab bench figures sweep clean
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/layers.py --out benchmarks/results/layers.txt
+
+sweep: $(STAMP)
+	$(PY) -m fpwb.cli sweep notebooks/05_hyperparameters.ipynb --grid examples/grid_hyperparameters.yaml
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info
