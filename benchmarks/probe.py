@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def main(argv=None):
                         help="test samples scored by the k-NN probe (0: all)")
     parser.add_argument("--root", default="data")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,9 +56,7 @@ def main(argv=None):
             continue
         epochs = args.epochs or EPOCHS.get(name, 1)
         header = (f"# Probe table: {name}\n\n"
-                  f"Command: `python benchmarks/probe.py --datasets {name} --sizes "
-                  f"{' '.join(map(str, args.sizes))} --seeds {' '.join(map(str, args.seeds))}`"
-                  f"{f' --epochs {args.epochs}' if args.epochs else ''}\n\n"
+                  f"Command: `python benchmarks/probe.py {shlex.join(argv)}`\n\n"
                   f"Frontprop: FpLinear, w_boost {args.w_boost}, t_decay {args.t_decay}, {epochs} "
                   f"epoch(s), sequential. Linear probe: standardised features, multinomial "
                   f"logistic regression, L2 {PROBE_L2}, L-BFGS up to {PROBE_MAX_ITER} iterations, "

@@ -85,7 +85,8 @@ def probe_table(dataset, sizes=(20, 100, 200, 500, 1000), epochs: int = 1, w_boo
         raise ValueError(f"unknown readouts {sorted(unknown)}; expected some of {READOUTS}")
     name, Xtr, ytr, Xte, yte = _split(dataset, root)
     knn_slice = slice(None, knn_test)
-    jobs = [(m, size, seed) for m in methods if m != "raw" for size in sizes for seed in seeds]
+    # Size by size, so that a run cut short has compared every method at the sizes it finished.
+    jobs = [(m, size, seed) for size in sizes for seed in seeds for m in methods if m != "raw"]
     jobs += [("raw", Xtr.shape[1], None)] if "raw" in methods else []
     rows = []
     bar = tqdm(jobs, desc=f"probe table ({name})", disable=not progress)
@@ -142,7 +143,8 @@ def summary_markdown(rows: list[dict], value: str = "probe_acc") -> str:
     sizes = sorted({r["size"] for r in rows if r["method"] != "raw"})
     lines = [f"| method | readout | " + " | ".join(str(s) for s in sizes) + " |",
              "|---|---|" + "---|" * len(sizes)]
-    keys = list(dict.fromkeys((r["method"], r["readout"]) for r in rows))
+    keys = sorted(dict.fromkeys((r["method"], r["readout"]) for r in rows),
+                  key=lambda key: (METHODS.index(key[0]), (READOUTS + ("pixels",)).index(key[1])))
     for method, readout in keys:
         mine = [r for r in rows if (r["method"], r["readout"]) == (method, readout)]
         if method == "raw":
