@@ -10,14 +10,14 @@ n_classes) head, cross-entropy on labels, forward + backward + optimiser step (A
 per mini-batch. Both see the same mini-batches of the same random inputs.
 
 Time: wall-clock seconds per sample over ``n_samples``, after a first batch (which allocates the
-gradients and optimiser state) and a warm-up of a tiny model of the same kind (compiled kernels,
-autograd), with torch limited to ``threads`` threads.
+gradients and optimiser state) and a warm-up of a throwaway model of the same kind and size
+(compiled kernels, autograd), with torch limited to ``threads`` threads.
 
 Memory, two ways, because neither alone is the whole story:
 
 - ``peak_mb`` (measured): the rise of the process's peak resident set size over the run. Each
   configuration runs in a fresh subprocess (``measure(..., isolate=True)``); after imports, data
-  and the tiny warm-up, and before the model is built, it resets the kernel's high-water mark
+  and the warm-up (its model freed), and before the model is built, it resets the kernel's high-water mark
   (writing ``5`` to ``/proc/self/clear_refs``, Linux >= 4.0, see proc(5)) and records the current
   RSS; after the run it reads ``VmHWM`` from ``/proc/self/status``. The difference is every byte
   the model and its learning held at the worst moment: weights, gradients, optimiser state,
@@ -31,6 +31,7 @@ Memory, two ways, because neither alone is the whole story:
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -178,10 +179,14 @@ def _measure_here(mode, widths, in_features, n_classes, batch_size, n_samples, o
     generator = torch.Generator().manual_seed(seed)
     X = torch.rand(n_samples + batch_size, in_features, generator=generator)
     y = torch.randint(0, n_classes, (len(X),), generator=generator)
-    # warm-up on a tiny model of the same kind: compiled kernels loaded, autograd and the
-    # optimiser initialised, so the peak below holds the model's own cost, not one-off set-up
-    _Runner(mode, in_features, (8,) * len(widths), n_classes, optimizer, seed).step(
-        X[-batch_size:], y[-batch_size:])
+    # warm-up on a throwaway model of the same kind and size, two batches: compiled kernels
+    # loaded (the solver picked depends on the size), autograd and the optimiser initialised; so
+    # the peak below holds the model's own cost, not one-off set-up
+    warm = _Runner(mode, in_features, widths, n_classes, optimizer, seed)
+    for _ in range(2):
+        warm.step(X[-batch_size:], y[-batch_size:])
+    del warm
+    gc.collect()
     reset = _reset_peak()
     base_kb = _rss_kb("VmRSS") if reset else None
     runner = _Runner(mode, in_features, widths, n_classes, optimizer, seed)
