@@ -10,8 +10,9 @@ Layout of a report folder (``reports/`` by default)::
     sweeps/<sweep>/sweep.json   sweeps run with ``fpwb sweep --out <report>/sweeps/...`` (listed too)
 
 Notebooks run with the working directory at the repository root and ``out_dir`` set to their
-folder. The index lists every notebook folder in the report, so running one notebook again updates
-its row and keeps the others. A parameter a notebook does not declare is an error, raised before anything runs.
+folder. A parameter a notebook does not declare is an error, raised before anything runs. The
+index lists every notebook folder in the report, so running one notebook again updates its row
+and keeps the others.
 """
 from __future__ import annotations
 

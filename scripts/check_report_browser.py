@@ -123,7 +123,8 @@ def problems(found: dict) -> list[str]:
     if index["rows"] < 1 or not pages:
         issues.append(f"index.html lists {index['rows']} notebook(s) and links {len(pages)} page(s)")
     if index["decoded"] != index["images"]:
-        issues.append(f"index.html: {index['images'] - index['decoded']} image(s) did not load: {index['broken']}")
+        issues.append(f"index.html: {index['images'] - index['decoded']} image(s) did not load: "
+                      f"{index['broken']}")
     for page in pages:
         if page["timedOut"] or not page["title"]:
             issues.append(f"{page['url']}: did not load")

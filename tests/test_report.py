@@ -1,6 +1,9 @@
 """fpwb report on tiny notebooks: parameters, failures, the index, the CLI and the notebook helpers."""
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -170,3 +173,24 @@ def test_resolve_device():
     assert experiments.resolve_device("auto").type in ("cpu", "cuda")
     with pytest.raises(ValueError, match="device must be"):
         experiments.resolve_device("gpu please")
+
+
+@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="no Chromium (apt-get install -y chromium)")
+def test_browser_check_catches_a_missing_figure(tmp_path):
+    (tmp_path / "a").mkdir()
+    png = ROOT / "docs" / "figures" / "00_quickstart.png"
+    shutil.copyfile(png, tmp_path / "a" / "ok.png")
+    (tmp_path / "index.html").write_text(
+        "<html><head><title>fpwb report</title></head><body><table class='runs'><tbody><tr><td>"
+        "<a href='a/a.html'>html</a></td></tr></tbody></table></body></html>")
+    (tmp_path / "a" / "a.html").write_text(
+        "<html><head><title>a</title></head><body><img src='ok.png'><img src='gone.png'></body></html>")
+    check = [sys.executable, str(ROOT / "scripts" / "check_report_browser.py"), str(tmp_path)]
+    done = subprocess.run(check, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "a/a.html: 'a', 1/2 images loaded" in done.stdout
+    assert "FAIL a/a.html: 1 of 2 image(s) did not load" in done.stderr and "gone.png" in done.stderr
+    (tmp_path / "a" / "gone.png").write_bytes(png.read_bytes())
+    done = subprocess.run(check, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "report renders" in done.stdout
