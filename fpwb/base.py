@@ -9,6 +9,9 @@ from torch import nn
 from . import engine
 
 MODES = ("sequential", "batch")
+RULES = engine.RULES
+#: Default of ``repulsion_cosine``: neurons closer than this (cosine of their weights) repel.
+REPULSION_COSINE = 0.9
 
 
 def check_hyperparameter(name: str, value) -> float:
@@ -44,9 +47,33 @@ class FpLayer(nn.Module):
     Learning happens in ``forward`` while the layer is learning: in training mode (``train()``, the
     default) and not frozen (``freeze()``). Otherwise a forward maps inputs with the current state
     and changes nothing.
+
+    Switches beyond the plain rule (defaults keep it; all can be set live, validated):
+
+    - ``rule``: ``"frontprop"`` (a fired neuron moves to ``normalise(w + w_boost (x - w))``) or
+      ``"oja"`` (``w + w_boost * y * (x - y * w)``, Oja's rule). Oja's update is *not*
+      renormalised: the rows stay near unit length (Oja's rule converges to unit norm; one step
+      changes |w|^2 by about ``w_boost^2 y^2 (1 - y^2)``) but are not exactly unit, so y = w . x
+      is a cosine times |w| under this rule.
+    - ``k_winners`` (int or None): lateral inhibition by k-winners-take-all. At each position
+      (sample; for FpConv2d each output location) only the k most excited of the fired neurons
+      learn (weights and threshold); ties go to the lower neuron index. The others keep their
+      weights and thresholds. ``k_output``: the losers' output is 0 as well (in every forward,
+      learning or not); otherwise every fired neuron outputs its y.
+    - ``repulsion`` (>= 0) and ``repulsion_cosine`` (in [-1, 1)): a learning neuron j is also
+      pushed away from every other neuron m whose weights have cosine > ``repulsion_cosine``
+      with its own: ``w_j += repulsion * (w_j - w_m) / |w_j - w_m|`` (a step of length
+      ``repulsion`` straight away from m) for each such m, before the renormalisation. All
+      learners of one position see the weights of the start of that position. Repulsion costs
+      O(N * inputs) per learning neuron (its cosine with every other neuron).
+
+    ``fire_count`` counts, per neuron, the positions where its output was non-zero while learning
+    (with ``k_output``: where it won).
     """
 
-    def __init__(self, *, w_boost, t_decay, mode, normalize_output, bias, chunk_size):
+    def __init__(self, *, w_boost, t_decay, mode, normalize_output, bias, chunk_size,
+                 rule="frontprop", k_winners=None, k_output=False, repulsion=0.0,
+                 repulsion_cosine=REPULSION_COSINE):
         super().__init__()
         if bias:
             raise ValueError(
@@ -58,6 +85,11 @@ class FpLayer(nn.Module):
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         self.chunk_size = chunk_size
+        self.rule = rule
+        self.k_winners = k_winners
+        self.k_output = k_output
+        self.repulsion = repulsion
+        self.repulsion_cosine = repulsion_cosine
         self.frozen = False
         self.solver = None  # force a sequential solver: "gram", "direct", "rounds"; None picks
 
@@ -90,6 +122,73 @@ class FpLayer(nn.Module):
         if value not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {value!r}")
         self._mode = value
+
+    @property
+    def rule(self) -> str:
+        return self._rule
+
+    @rule.setter
+    def rule(self, value):
+        if value not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {value!r}")
+        self._rule = value
+
+    @property
+    def k_winners(self):
+        return self._k_winners
+
+    @k_winners.setter
+    def k_winners(self, value):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"k_winners must be None or a positive int, got {value!r}")
+        if value is None and getattr(self, "_k_output", False):
+            raise ValueError("k_output needs k_winners: set k_output=False first")
+        self._k_winners = value
+
+    @property
+    def k_output(self) -> bool:
+        return self._k_output
+
+    @k_output.setter
+    def k_output(self, value):
+        if not isinstance(value, bool):
+            raise ValueError(f"k_output must be True or False, got {value!r}")
+        if value and self.k_winners is None:
+            raise ValueError("k_output=True needs k_winners (the number of winners that output)")
+        self._k_output = value
+
+    @property
+    def repulsion(self) -> float:
+        return self._repulsion
+
+    @repulsion.setter
+    def repulsion(self, value):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+            raise ValueError(f"repulsion must be a finite number >= 0, got {value!r}")
+        self._repulsion = number
+
+    @property
+    def repulsion_cosine(self) -> float:
+        return self._repulsion_cosine
+
+    @repulsion_cosine.setter
+    def repulsion_cosine(self, value):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not -1 <= number < 1:
+            raise ValueError(f"repulsion_cosine must lie in [-1, 1), got {value!r}")
+        self._repulsion_cosine = number
+
+    def switches(self) -> dict:
+        """The rule switches as keyword arguments of the engine (and of the constructors)."""
+        return {"rule": self.rule, "k_winners": self.k_winners, "k_output": self.k_output,
+                "repulsion": self.repulsion, "repulsion_cosine": self.repulsion_cosine}
 
     @property
     def learning(self) -> bool:
@@ -137,17 +236,21 @@ class FpLayer(nn.Module):
         """
         if not self.learning:
             values = x @ weight.T  # (E, S, N)
-            return values * ((values >= threshold.T) & valid.unsqueeze(-1))
+            fired = (values >= threshold.T) & valid.unsqueeze(-1)
+            if self.k_output:
+                fired = engine.top_k_mask(values, fired, self.k_winners)
+            return values * fired
         E, S, _ = x.shape
         steps = engine.max_steps(self.t_decay, max(1, self.chunk_size // S))
+        switches = self.switches()
         outs = []
         for start in range(0, E, steps):
             chunk = slice(start, start + steps)
             args = (x[chunk], valid[chunk], weight, threshold, self.w_boost, self.t_decay)
             if self.mode == "sequential":
-                outs.append(engine.sequential_chunk(*args, solver=self.solver))
+                outs.append(engine.sequential_chunk(*args, solver=self.solver, **switches))
             else:
-                outs.append(engine.batch_chunk(*args))
+                outs.append(engine.batch_chunk(*args, **switches))
         out = torch.cat(outs) if outs else x.new_zeros(0, S, weight.shape[0])
         self.fire_count += (out > 0).sum(dim=(0, 1))
         self.samples_seen += E
@@ -162,5 +265,12 @@ class FpLayer(nn.Module):
 
     def extra_repr(self) -> str:
         frozen = ", frozen" if self.frozen else ""
+        extra = ""
+        if self.rule != "frontprop":
+            extra += f", rule={self.rule!r}"
+        if self.k_winners is not None:
+            extra += f", k_winners={self.k_winners}" + (", k_output=True" if self.k_output else "")
+        if self.repulsion > 0 or self.repulsion_cosine != REPULSION_COSINE:
+            extra += f", repulsion={self.repulsion:g}, repulsion_cosine={self.repulsion_cosine:g}"
         return (f"w_boost={self.w_boost:g}, t_decay={self.t_decay:g}, mode={self.mode!r}, "
-                f"normalize_output={self.normalize_output}{frozen}")
+                f"normalize_output={self.normalize_output}{extra}{frozen}")

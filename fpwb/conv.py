@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .base import FpLayer, unit_rows
+from .base import REPULSION_COSINE, FpLayer, unit_rows
 
 
 class FpConv2d(FpLayer):
@@ -25,12 +25,18 @@ class FpConv2d(FpLayer):
 
     Output (B, out_channels, H_out, W_out) as ``nn.Conv2d``'s: y where fired, 0 elsewhere, each
     sample scaled to unit length when ``normalize_output``.
+
+    Switches beyond the plain rule (``rule="oja"``, lateral inhibition by ``k_winners`` /
+    ``k_output``, ``repulsion`` / ``repulsion_cosine``): see :class:`fpwb.base.FpLayer`. Their
+    default values keep the plain rule.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = False, *, w_boost: float = 0.02,
                  t_decay: float = 0.0005, mode: str = "sequential", normalize_output: bool = True,
-                 chunk_size: int = 4096, seed=None, device=None, dtype=None):
+                 chunk_size: int = 4096, seed=None, device=None, dtype=None,
+                 rule: str = "frontprop", k_winners=None, k_output: bool = False,
+                 repulsion: float = 0.0, repulsion_cosine: float = REPULSION_COSINE):
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -43,7 +49,9 @@ class FpConv2d(FpLayer):
         if groups != 1:
             raise ValueError(f"FpConv2d supports groups=1 only, got {groups}")
         super().__init__(w_boost=w_boost, t_decay=t_decay, mode=mode,
-                         normalize_output=normalize_output, bias=bias, chunk_size=chunk_size)
+                         normalize_output=normalize_output, bias=bias, chunk_size=chunk_size,
+                         rule=rule, k_winners=k_winners, k_output=k_output, repulsion=repulsion,
+                         repulsion_cosine=repulsion_cosine)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         patch = in_channels * kernel_size[0] * kernel_size[1]

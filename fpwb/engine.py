@@ -17,6 +17,22 @@ Thresholds are compared in a scaled domain so that pure decay needs no work: a t
 before step e0 has decayed to t * r**(e - e0) at step e (r = 1 - t_decay), so
 ``y >= t * r**(e - e0)``  <=>  ``y * r**-e >= t * r**-e0``. Each neuron keeps one scaled *level*
 per slot, and a firing at step e sets it to ``y * r**-e``.
+
+Switches beyond the plain rule (all off by default; see ``fpwb.base.FpLayer``):
+
+- ``rule="oja"``: a fired neuron moves by ``w_boost * y * (x - y * w)`` and is *not*
+  renormalised (Oja's rule keeps the norm near 1 by itself). Neurons stay independent, so the
+  per-neuron solvers above run it unchanged.
+- ``k_winners``: at each position only the k most excited of the fired neurons learn (weights
+  and threshold); ``k_output`` also zeroes the losers' output.
+- ``repulsion``: a learning neuron j also moves by ``repulsion * (w_j - w_m) / |w_j - w_m|`` (a
+  step of length ``repulsion`` straight away from m) for every other neuron m whose weights have
+  cosine > ``repulsion_cosine`` with its own (at the start of the position).
+
+With k-WTA or repulsion neurons interact, so the sequential solver walks the chunk position by
+position instead (``kernels.scan_positions``): at each position the fired neurons are read from
+maintained projections, the winners' new weights are all computed from the weights at the
+start of the position, then written. That is the order of the per-sample rule.
 """
 from __future__ import annotations
 
@@ -42,7 +58,12 @@ def decay_scale(steps: int, r: float, like: torch.Tensor) -> torch.Tensor:
     return torch.exp(-e * math.log(r))
 
 
-def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, solver=None):
+RULES = ("frontprop", "oja")
+
+
+def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, solver=None, *,
+                     rule="frontprop", k_winners=None, k_output=False, repulsion=0.0,
+                     repulsion_cosine=0.9):
     """Run the exact per-sample rule over one chunk, in place on ``weight`` and ``threshold``.
 
     x: (E, S, K) unit rows (zero rows where ``valid`` is False); valid: (E, S) bool;
@@ -50,15 +71,67 @@ def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, solver=None)
     neuron fired at that position, 0 elsewhere. On CPU the per-neuron walks run compiled
     (``fpwb.kernels``, scan "gram" or "direct", picked by cost); on other devices they run as
     vectorised firing rounds ("rounds"). ``solver`` forces one of the three (tests use it).
+    With ``k_winners`` or ``repulsion`` (neurons interact) the compiled position-major walk runs
+    instead (on CPU; other devices copy the chunk there and back), "gram" or "direct" as above.
     """
+    oja = rule == "oja"
+    if k_winners is not None and k_winners >= weight.shape[0]:
+        k_winners = None  # every fired neuron is among the k most excited
+    if k_winners is not None or repulsion > 0:
+        scan = solver if solver in ("gram", "direct") else "auto"
+        out, won = sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan=scan,
+                                        oja=oja, k_winners=k_winners or 0, repulsion=repulsion,
+                                        repulsion_cosine=repulsion_cosine)
+        return out * won if k_output else out
     if solver is None:
         solver = "auto" if x.device.type == "cpu" else "rounds"
     if solver == "rounds":
-        return sequential_rounds(x, valid, weight, threshold, w_boost, t_decay)
-    return sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan=solver)
+        return sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, oja=oja)
+    return sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan=solver, oja=oja)
 
 
-def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan="auto"):
+def sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan="auto", oja=False,
+                         k_winners=0, repulsion=0.0, repulsion_cosine=0.9):
+    """Exact rule with interacting neurons, position by position (``kernels.scan_positions``).
+
+    Shapes as in :func:`sequential_chunk`; returns (fired values, learned) both (E, S, N).
+    """
+    device = x.device
+    if device.type != "cpu":
+        w_cpu, t_cpu = weight.cpu(), threshold.cpu()
+        out, won = sequential_positions(x.cpu(), valid.cpu(), w_cpu, t_cpu, w_boost, t_decay, scan,
+                                        oja, k_winners, repulsion, repulsion_cosine)
+        weight.copy_(w_cpu)
+        threshold.copy_(t_cpu)
+        return out.to(device), won.to(device)
+    E, S, K = x.shape
+    N = weight.shape[0]
+    P = E * S
+    r = 1.0 - t_decay
+    scale = decay_scale(E, r, x).repeat_interleave(S)  # (P,)
+    flat_x = x.reshape(P, K)
+    u = (weight @ flat_x.T) * scale  # (N, P) scaled projections
+    active = ((u.view(N, E, S) >= threshold.unsqueeze(1)) & valid).flatten(1).any(1)  # (N,)
+    out = x.new_zeros(N, P)
+    won = torch.zeros(N, P, dtype=torch.bool)
+    A = int(active.sum())
+    if A:
+        use_gram = scan == "gram" or (scan == "auto" and P / A + P / K < 1)
+        gram = (flat_x @ flat_x.T) * scale if use_gram else x.new_zeros(1, 1)
+        w = weight.contiguous().clone()
+        level = threshold.contiguous().clone()
+        kernels.scan_positions(u.contiguous().numpy(), kernels.as_array(flat_x), gram.numpy(),
+                               w.numpy(), scale.numpy(), kernels.as_array(valid.reshape(P)),
+                               torch.arange(P).remainder_(S).numpy(), active.numpy(),
+                               level.numpy(), w_boost, k_winners, repulsion, repulsion_cosine,
+                               oja, use_gram, out.numpy(), won.numpy())
+        weight.copy_(w)
+        threshold.copy_(level)
+    threshold.mul_(r ** E)
+    return out.T.reshape(E, S, N), won.T.reshape(E, S, N)
+
+
+def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan="auto", oja=False):
     """CPU solver: one matmul for all projections, then compiled per-neuron scans."""
     E, S, K = x.shape
     P = E * S
@@ -80,20 +153,20 @@ def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan="auto"):
             gram = (flat_x @ flat_x.T) * scale  # (P, P)
             coef_x, coef_w = x.new_zeros(A, P), x.new_zeros(A)
             kernels.scan_gram(u_a.numpy(), gram.numpy(), (1.0 / scale).numpy(), *args, w_boost,
-                              out_a.numpy(), coef_x.numpy(), coef_w.numpy())
+                              out_a.numpy(), coef_x.numpy(), coef_w.numpy(), oja)
             w = coef_w.unsqueeze(1) * weight[idx] + coef_x @ flat_x  # (A, K)
         else:
             w = weight[idx].contiguous()
             kernels.scan_direct(u_a.numpy(), kernels.as_array(flat_x), w.numpy(), scale.numpy(),
-                                *args, w_boost, out_a.numpy())
-        weight[idx] = w / w.norm(dim=1, keepdim=True)
+                                *args, w_boost, out_a.numpy(), oja)
+        weight[idx] = w if oja else w / w.norm(dim=1, keepdim=True)
         threshold[idx] = level
         out[:, idx] = out_a.T
     threshold.mul_(r ** E)
     return out.view(E, S, -1)
 
 
-def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay):
+def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, oja=False):
     """Device-generic solver: firing rounds vectorised over neurons (see the module docstring)."""
     E, S, K = x.shape
     N = weight.shape[0]
@@ -126,8 +199,11 @@ def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay):
         first = fires.to(torch.uint8).argmax(0)  # (A,) first firing position of each neuron
         y = values[first, cols]  # (A,)
         out[first, idx] = y
-        w += w_boost * (flat_x[first] - w)
-        w /= w.norm(dim=1, keepdim=True)
+        if oja:
+            w += (w_boost * y).unsqueeze(1) * (flat_x[first] - y.unsqueeze(1) * w)
+        else:
+            w += w_boost * (flat_x[first] - w)
+            w /= w.norm(dim=1, keepdim=True)
         lev[slot[first], cols] = y * step_scale[first]
         # Only positions after each neuron's latest firing can fire it next.
         later = position.unsqueeze(1) > first  # (P, A)
@@ -147,7 +223,18 @@ def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay):
     return out.view(E, S, N)
 
 
-def batch_chunk(x, valid, weight, threshold, w_boost, t_decay):
+def top_k_mask(values, fired, k):
+    """Which fired neurons are among the k most excited at each position: values and fired
+    (..., N); returns a bool mask (..., N). ``k`` None: every fired neuron."""
+    if k is None or k >= values.shape[-1]:
+        return fired
+    masked = values.masked_fill(~fired, -math.inf)
+    top = masked.topk(k, dim=-1).indices
+    return torch.zeros_like(fired).scatter_(-1, top, True) & fired
+
+
+def batch_chunk(x, valid, weight, threshold, w_boost, t_decay, *, rule="frontprop", k_winners=None,
+                k_output=False, repulsion=0.0, repulsion_cosine=0.9):
     """The parallel mini-batch variant, in place on ``weight`` and ``threshold``.
 
     Every position sees the weights of the chunk start, and thresholds decayed by step as in
@@ -157,6 +244,13 @@ def batch_chunk(x, valid, weight, threshold, w_boost, t_decay):
     exactly the sequential update). Each threshold slot that fired takes its strongest firing
     value, decayed over the steps after it, ``max_e y_e * r**(E - e)``; the others decay by r**E.
     Shapes as in :func:`sequential_chunk`; returns the fired values, (E, S, N).
+
+    Switches: ``k_winners``: only the k most excited fired neurons of each position count as
+    firings for the update and the thresholds (``k_output``: and for the output). ``rule="oja"``:
+    the summed Oja update ``w + w_boost * sum_e y_e (x_e - y_e w)`` over those positions, not
+    renormalised. ``repulsion``: each learning neuron adds ``repulsion * (w - w_m) / |w - w_m|`` once
+    per chunk for each neuron m whose chunk-start weights have cosine > ``repulsion_cosine``
+    with its own.
     """
     E, S, K = x.shape
     N = weight.shape[0]
@@ -165,19 +259,32 @@ def batch_chunk(x, valid, weight, threshold, w_boost, t_decay):
     flat_x = x.reshape(E * S, K)  # (P, K)
     values = (flat_x @ weight.T).view(E, S, N)
     fired = (values * scale.view(E, 1, 1) >= threshold.T) & valid.unsqueeze(-1)  # (E, S, N)
-    out = values * fired
+    learn = top_k_mask(values, fired, k_winners)
+    out = values * (learn if k_output else fired)
 
-    count = fired.sum(dim=(0, 1))  # (N,)
+    count = learn.sum(dim=(0, 1))  # (N,)
     learners = count > 0
     if bool(learners.any()):
-        sums = fired.view(E * S, N).T.to(x.dtype) @ flat_x  # (N, K)
-        k = count[learners].to(x.dtype).unsqueeze(1)
-        step = 1.0 - (1.0 - w_boost) ** k
         w = weight[learners]
-        w = w + step * (sums[learners] / k - w)
-        weight[learners] = w / w.norm(dim=1, keepdim=True)
+        if rule == "oja":
+            y = (values * learn).view(E * S, N)[:, learners]  # (P, L) y where learned, else 0
+            w = w + w_boost * (y.T @ flat_x - y.pow(2).sum(0).unsqueeze(1) * w)
+        else:
+            sums = learn.view(E * S, N).T.to(x.dtype) @ flat_x  # (N, K)
+            k = count[learners].to(x.dtype).unsqueeze(1)
+            step = 1.0 - (1.0 - w_boost) ** k
+            w = w + step * (sums[learners] / k - w)
+        if repulsion > 0:
+            norms = weight.norm(dim=1)
+            dots = weight[learners] @ weight.T  # (L, N)
+            close = dots > repulsion_cosine * norms[learners].unsqueeze(1) * norms
+            close[torch.arange(len(w)), learners.nonzero().squeeze(1)] = False
+            dist = (norms[learners].unsqueeze(1) ** 2 + norms ** 2 - 2 * dots).clamp_min(0).sqrt()
+            push = torch.where(close & (dist > 0), repulsion / dist.clamp_min(1e-30), dist.new_zeros(()))
+            w = w + push.sum(1, keepdim=True) * weight[learners] - push @ weight
+        weight[learners] = w if rule == "oja" else w / w.norm(dim=1, keepdim=True)
         # Strongest firing per slot, expressed as a scaled level (see module docstring).
-        levels = torch.where(fired, values * scale.view(E, 1, 1), values.new_tensor(-math.inf))
+        levels = torch.where(learn, values * scale.view(E, 1, 1), values.new_tensor(-math.inf))
         best = levels.amax(dim=0).T  # (N, S)
         threshold.copy_(torch.where(best > -math.inf, best, threshold))
     threshold.mul_(r ** E)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import FpLayer, unit_rows
+from .base import REPULSION_COSINE, FpLayer, unit_rows
 
 
 class FpLinear(FpLayer):
@@ -22,16 +22,24 @@ class FpLinear(FpLayer):
     Input: (B, in_features) or (in_features,). Output: (B, out_features) or (out_features,).
     State (``state_dict``): ``weight`` (N, D), ``threshold`` (N,), ``fire_count`` (N,),
     ``samples_seen``.
+
+    Switches beyond the plain rule (``rule="oja"``, lateral inhibition by ``k_winners`` /
+    ``k_output``, ``repulsion`` / ``repulsion_cosine``): see :class:`fpwb.base.FpLayer`. Their
+    default values keep the plain rule.
     """
 
     def __init__(self, in_features: int, out_features: int, *, w_boost: float = 0.02,
                  t_decay: float = 0.0005, mode: str = "sequential", normalize_output: bool = True,
-                 bias: bool = False, chunk_size: int = 256, seed=None, device=None, dtype=None):
+                 bias: bool = False, chunk_size: int = 256, seed=None, device=None, dtype=None,
+                 rule: str = "frontprop", k_winners=None, k_output: bool = False,
+                 repulsion: float = 0.0, repulsion_cosine: float = REPULSION_COSINE):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         super().__init__(w_boost=w_boost, t_decay=t_decay, mode=mode,
-                         normalize_output=normalize_output, bias=bias, chunk_size=chunk_size)
+                         normalize_output=normalize_output, bias=bias, chunk_size=chunk_size,
+                         rule=rule, k_winners=k_winners, k_output=k_output, repulsion=repulsion,
+                         repulsion_cosine=repulsion_cosine)
         self.in_features = in_features
         self.out_features = out_features
         self._init_state(out_features, in_features, seed, device, dtype)
