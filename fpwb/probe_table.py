@@ -23,7 +23,7 @@ METHODS = ("frontprop", "random", "kmeans", "pca", "raw")
 
 #: The columns of a row, in order.
 COLUMNS = ("dataset", "method", "size", "features", "readout", "seed", "probe_acc", "knn_acc",
-           "probe_iters", "probe_converged", "fired", "active", "redundant_pairs", "train_s",
+           "probe_iters", "probe_converged", "fired", "active", "zeros", "redundant_pairs", "train_s",
            "probe_s")
 
 
@@ -73,7 +73,8 @@ def probe_table(dataset, sizes=(20, 100, 200, 500, 1000), epochs: int = 1, w_boo
 
     Row fields (COLUMNS): probe_acc (linear probe, ``fpwb.probes.linear_probe``'s protocol),
     knn_acc, probe_iters and probe_converged, fired (share of neurons that fired while learning;
-    Frontprop only), active (share of features non-zero on at least one test sample),
+    Frontprop only), active (share of features non-zero on at least one test sample), zeros
+    (share of zero entries in the test features: how sparse each sample's features are),
     redundant_pairs (weight pairs with cosine > 0.95), train_s (building the layer), probe_s
     (embedding and both probes).
     """
@@ -110,6 +111,7 @@ def probe_table(dataset, sizes=(20, 100, 200, 500, 1000), epochs: int = 1, w_boo
                    "probe_converged": probe["converged"],
                    "fired": diagnostics.fired_share(layer) if method == "frontprop" else None,
                    "active": float((Fte != 0).any(0).float().mean()),
+                   "zeros": float((Fte == 0).float().mean()),
                    "redundant_pairs": None if layer is None else diagnostics.redundancy(layer)["pairs"],
                    "train_s": train_s, "probe_s": time.perf_counter() - start}
             rows.append(row)
@@ -165,7 +167,7 @@ def rows_markdown(rows: list[dict]) -> str:
         if key in ("probe_acc", "knn_acc"):
             return f"{100 * v:.2f}"
         if isinstance(v, float):
-            return f"{v:.3f}" if key in ("fired", "active") else f"{v:.1f}"
+            return f"{v:.3f}" if key in ("fired", "active", "zeros") else f"{v:.1f}"
         return str(v)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(fmt(k, r[k]) for k in COLUMNS) + " |" for r in rows]
