@@ -34,7 +34,7 @@ from fpwb.probes import embed, linear_probe  # noqa: E402
 CONFIGS = {
     "frontprop, upstream (plain rule)": dict(w_boost=0.01, t_decay=1e-4),
     "frontprop, k-WTA k=1": dict(w_boost=0.05, t_decay=3e-3, k_winners=1),
-    "frontprop, k-WTA k=1 + repulsion": dict(w_boost=0.05, t_decay=3e-3, k_winners=1, repulsion=0.02),
+    "frontprop, k-WTA k=1 + repulsion": dict(w_boost=0.05, t_decay=3e-3, k_winners=1, repulsion=0.1),
 }
 
 
