@@ -234,7 +234,8 @@ pre { white-space: pre-wrap; max-width: 40em; }
 
 
 def _sweep_rows(out_dir: Path) -> str:
-    """Index rows of the sweeps in out_dir/sweeps (their sweep.json, written by fpwb.sweep)."""
+    """Index rows of the sweeps in out_dir/sweeps (their sweep.json, written by fpwb.sweep); green
+    only for a complete sweep (a running or interrupted one has no failures yet is not done)."""
     rows = []
     for path in sorted(out_dir.glob("sweeps/*/sweep.json")):
         sweep = json.loads(path.read_text())
@@ -244,7 +245,7 @@ def _sweep_rows(out_dir: Path) -> str:
         table = f"<a href='{where}/{html.escape(sweep.get('table', ''))}'>table</a>"
         grid = {k: ", ".join(map(_fmt, v)) for k, v in sweep.get("grid", {}).items()}
         rows.append(f"<tr><td><b>{html.escape(sweep.get('name', where))}</b><br>{table}</td>"
-                    f"<td class='{'ok' if sweep.get('n_failed') == 0 else 'failed'}'>"
+                    f"<td class='{'ok' if sweep.get('status') == 'complete' else 'failed'}'>"
                     f"{html.escape(str(sweep.get('status')))}: {sweep.get('n_ok')} of "
                     f"{sweep.get('n_runs')} runs ok</td><td>{sweep.get('wall_time_s') or 0:.1f} s</td>"
                     f"<td>{_table({**grid, **sweep.get('fixed', {})})}</td>"

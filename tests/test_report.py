@@ -141,6 +141,18 @@ def test_hide_code_keeps_outputs_only(ran):
     assert 'class="jp-InputArea' in page and "<title>good</title>" in page
 
 
+def test_index_marks_only_a_complete_sweep_ok(tmp_path):
+    for name, status, pending in (("done", "complete", 0), ("cut", "interrupted", 2)):
+        (tmp_path / "sweeps" / name).mkdir(parents=True)
+        (tmp_path / "sweeps" / name / "sweep.json").write_text(json.dumps(
+            {"name": name, "status": status, "n_runs": 4, "n_ok": 4 - pending, "n_failed": 0,
+             "n_pending": pending, "table": "results.csv", "grid": {"x": [1, 2]}, "fixed": {},
+             "metric": None, "figure": None, "wall_time_s": 1.0}))
+    page = report.write_index(tmp_path).read_text()
+    assert "<td class='ok'>complete: 4 of 4 runs ok</td>" in page
+    assert "<td class='failed'>interrupted: 2 of 4 runs ok</td>" in page
+
+
 def test_key_figures_are_copied_by_notebook_name(tmp_path):
     folder = tmp_path / "report" / "00_demo"
     folder.mkdir(parents=True)
