@@ -48,6 +48,9 @@ class Explorer:
     ``"patterns"`` (the six simple 7x7 patterns), a name for ``fpwb.data.load`` (e.g.
     ``"digits"``, ``"fashion_mnist"``; its train split), or (images (M, C, H, W), labels (M,)).
 
+    ``device``: where the layer and the image pool live (a GPU for large data sets); the stream's
+    random draws stay on the CPU, so a seed gives the same stream on every device.
+
     Buttons: run (steps in a background thread until pause), pause, step (one batch of
     ``batch_size`` samples), reset (a fresh layer from the same seed; the stream restarts).
     Changing ``w_boost_slider`` / ``t_decay_slider`` sets them on the live layer; the neurons
@@ -61,11 +64,13 @@ class Explorer:
 
     def __init__(self, data="patterns", *, n_neurons: int = 12, w_boost: float = 0.05,
                  t_decay: float = 0.005, noise: float = 0.05, probs=None, batch_size: int = 50,
-                 record_every: int | None = None, seed: int = 0, interval: float = 0.05):
+                 record_every: int | None = None, seed: int = 0, interval: float = 0.05,
+                 device="cpu"):
         self.data_name = data if isinstance(data, str) else "custom"
+        self.device = torch.device(device)
         images, labels, self.class_names = _pool(data)
         order = labels.argsort(stable=True)
-        self._images, labels = images[order], labels[order]  # sorted by class
+        self._images, labels = images[order].to(self.device), labels[order]  # sorted by class
         counts = torch.bincount(labels, minlength=len(self.class_names))  # (K,)
         self._class_count, self._class_start = counts, counts.cumsum(0) - counts
         self.image_shape = tuple(images.shape[1:])  # (C, H, W)
@@ -124,15 +129,16 @@ class Explorer:
 
     # Stream ---------------------------------------------------------------------------------
     def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """n images (n, C, H, W) and labels (n,) from the stream as the sliders set it now."""
+        """n images (n, C, H, W) on the device and labels (n,) from the stream as the sliders set it now."""
         probs = torch.tensor([s.value for s in self.prob_sliders], dtype=torch.float32)
         if float(probs.sum()) <= 0:
             raise ValueError("every class probability is 0: raise at least one p(...) slider")
         labels = torch.multinomial(probs, n, replacement=True, generator=self._generator)  # (n,)
         pick = (torch.rand(n, generator=self._generator) * self._class_count[labels]).long()
-        images = self._images[self._class_start[labels] + pick]  # (n, C, H, W)
+        images = self._images[(self._class_start[labels] + pick).to(self.device)]  # (n, C, H, W)
         if self.noise_slider.value > 0:
-            images = images + self.noise_slider.value * torch.randn(images.shape, generator=self._generator)
+            noise = torch.randn(images.shape, generator=self._generator).to(self.device)
+            images = images + self.noise_slider.value * noise
         return images, labels
 
     # Actions --------------------------------------------------------------------------------
@@ -182,7 +188,7 @@ class Explorer:
             n = self.neurons_slider.value
             self.layer = FpLinear(math.prod(self.image_shape), n,
                                   w_boost=self.w_boost_slider.value, t_decay=self.t_decay_slider.value,
-                                  seed=self.seed)
+                                  seed=self.seed, device=self.device)
             self.recorder = Recorder(self.layer, every=self.record_every, snapshot_every=None)
             self._make_artists()
             self._refresh()
@@ -265,7 +271,7 @@ class Explorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
-        return (f"Explorer(data={self.data_name!r}, neurons={self.layer.out_features}, "
-                f"w_boost={self.layer.w_boost:g}, t_decay={self.layer.t_decay:g}, "
+        return (f"Explorer(data={self.data_name!r}, device={str(self.device)!r}, "
+                f"neurons={self.layer.out_features}, w_boost={self.layer.w_boost:g}, t_decay={self.layer.t_decay:g}, "
                 f"noise={self.noise_slider.value:g}, samples_seen={int(self.layer.samples_seen)}, "
                 f"running={self.running})")

@@ -135,6 +135,21 @@ def test_errors_in_the_run_thread_stop_it_and_show_in_the_panel(explorer):
     assert "stopped" in ex.status.value and "probability" in ex.status.value
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_layer_and_data_on_the_device_and_the_same_stream(device):
+    ex = Explorer("patterns", n_neurons=4, batch_size=8, noise=0.1, seed=3, device=device)
+    assert ex.layer.weight.device.type == device and "device=" in repr(ex)
+    images, labels = ex.draw(8)
+    assert images.device.type == device and labels.device.type == "cpu"
+    ex.step()
+    assert int(ex.layer.samples_seen) == 8
+    ex.close()
+    reference = Explorer("patterns", n_neurons=4, batch_size=8, noise=0.1, seed=3)
+    assert torch.allclose(images.cpu(), reference.draw(8)[0])  # the seed, not the device, sets the stream
+    reference.close()
+
+
 def test_custom_image_data_and_argument_checks():
     images = torch.rand(20, 3, 4, 4)
     labels = torch.arange(20) % 2
