@@ -1,13 +1,17 @@
-"""Print (and save) the probe table: Frontprop vs random, k-means, PCA and raw pixels, every readout.
+"""Print (and save) the probe table: Frontprop vs a backprop layer, random, k-means, PCA and raw
+pixels, every readout; Forward-Forward on request.
 
     .venv/bin/python benchmarks/probe.py                      # digits, then Fashion-MNIST if present
     .venv/bin/python benchmarks/probe.py --datasets fashion_mnist --seeds 0 1 2
+    .venv/bin/python benchmarks/probe.py --datasets digits --methods frontprop forward_forward backprop
 
 Writes benchmarks/results/probe_<dataset>.md (summary tables and every row) and .csv, updated
 after every row so that a long run leaves partial results. Upstream settings: w_boost 0.01,
 t_decay 0.0001, one epoch. digits has 1347 training images: at t_decay 0.0001 the thresholds
 barely decay in one epoch and no neuron fires, so digits runs 45 epochs (about 60,000 samples,
-one MNIST epoch) unless --epochs says otherwise.
+one MNIST epoch) unless --epochs says otherwise. forward_forward (``--methods``, not in the default
+run) trains about 5x as long as that on digits. With the backprop layer in the run, a table of
+linear CKA between each layer's features and the backprop layer's of the same size and seed.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fpwb.data import DatasetNotFoundError, load  # noqa: E402
-from fpwb.probe_table import METHODS, probe_table, rows_markdown, summary_markdown, write_csv  # noqa: E402
+from fpwb.probe_table import ALL_METHODS, METHODS, probe_table, rows_markdown, summary_markdown, write_csv  # noqa: E402
 from fpwb.probes import PROBE_L2, PROBE_MAX_ITER, PROBE_TOL, READOUTS  # noqa: E402
 
 EPOCHS = {"digits": 45}
@@ -37,7 +41,7 @@ def main(argv=None):
     parser.add_argument("--w-boost", type=float, default=0.01)
     parser.add_argument("--t-decay", type=float, default=0.0001)
     parser.add_argument("--readouts", nargs="+", default=list(READOUTS), choices=READOUTS)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=ALL_METHODS)
     parser.add_argument("--knn-test", type=int, default=2000,
                         help="test samples scored by the k-NN probe (0: all)")
     parser.add_argument("--root", default="data")
@@ -58,8 +62,10 @@ def main(argv=None):
         header = (f"# Probe table: {name}\n\n"
                   f"Command: `python benchmarks/probe.py {shlex.join(argv)}`\n\n"
                   f"Frontprop: FpLinear, w_boost {args.w_boost}, t_decay {args.t_decay}, {epochs} "
-                  f"epoch(s), sequential. Linear probe: standardised features, multinomial "
-                  f"logistic regression, L2 {PROBE_L2}, L-BFGS up to {PROBE_MAX_ITER} iterations, "
+                  f"epoch(s), sequential. backprop and forward_forward (supervised): "
+                  f"fpwb.similarity.backprop_layer and fpwb.forward_forward.forward_forward (two "
+                  f"layers of the size), their defaults. Linear probe: standardised features, "
+                  f"multinomial logistic regression, L2 {PROBE_L2}, L-BFGS up to {PROBE_MAX_ITER} iterations, "
                   f"gradient tolerance {PROBE_TOL}. k-NN: cosine, k=5, on the first "
                   f"{args.knn_test or 'all'} test samples. Accuracies in %, test split. "
                   f"Machine: {platform.processor() or platform.machine()}, "
@@ -72,6 +78,9 @@ def main(argv=None):
             (out / f"probe_{name}.md").write_text(
                 header + "\n## Linear probe accuracy\n\n" + summary_markdown(rows) +
                 "\n\n## k-NN accuracy\n\n" + summary_markdown(rows, "knn_acc") +
+                ("\n\n## Linear CKA with the backprop layer (relu test features)\n\n" +
+                 summary_markdown([r for r in rows if r["readout"] in ("relu", "neutral")], "cka")
+                 if "backprop" in args.methods else "") +
                 "\n\n## Every row\n\n" + rows_markdown(rows) + "\n")
 
         probe_table(name, sizes=tuple(args.sizes), epochs=epochs, w_boost=args.w_boost,

@@ -2,8 +2,11 @@
 
 The upstream protocol: train one FpLinear for ``epochs`` passes over the training set, freeze it,
 embed train and test, fit a linear probe on the training features, report test accuracy. Here
-the same is done for each baseline of ``fpwb.baselines`` and for raw pixels, with every readout
-of ``fpwb.probes``, and a cosine k-NN probe besides.
+the same is done for each baseline of ``fpwb.baselines``, for the supervised backprop layer of
+``fpwb.similarity`` (the upper reference), for Forward-Forward (``fpwb.forward_forward``, opt-in:
+it costs several times a Frontprop layer) and for raw pixels, with every readout of
+``fpwb.probes``, and a cosine k-NN probe besides. With the backprop layer in the run, each other
+layer's ``cka`` says how alike its features and the backprop layer's are (``linear_cka``).
 """
 from __future__ import annotations
 
@@ -16,19 +19,26 @@ from tqdm.auto import tqdm
 
 from . import baselines, diagnostics
 from .data import Batches, flatten, load
+from .forward_forward import forward_forward
 from .linear import FpLinear
 from .probes import READOUTS, embed, knn_probe, linear_probe
+from .similarity import backprop_layer, linear_cka
 
-METHODS = ("frontprop", "random", "kmeans", "pca", "raw")
+#: Every method, in the order of the summary tables.
+ALL_METHODS = ("frontprop", "forward_forward", "backprop", "random", "kmeans", "pca", "raw")
+#: The default run: every method but Forward-Forward (on digits it trains about 5x as long as a
+#: Frontprop layer of 45 epochs; ask for it in ``methods``).
+METHODS = tuple(m for m in ALL_METHODS if m != "forward_forward")
 
 #: The columns of a row, in order.
 COLUMNS = ("dataset", "method", "size", "features", "readout", "seed", "probe_acc", "knn_acc",
-           "probe_iters", "probe_converged", "fired", "active", "zeros", "redundant_pairs", "train_s",
-           "probe_s")
+           "probe_iters", "probe_converged", "fired", "active", "zeros", "redundant_pairs", "cka",
+           "train_s", "probe_s")
 
 
-def _layer(method, X, size, seed, epochs, w_boost, t_decay, mode):
-    """The layer a method builds from the training inputs X (n, D)."""
+def _model(method, X, y, size, seed, epochs, w_boost, t_decay, mode):
+    """The layer (a ForwardForward for ``forward_forward``) a method builds from the training
+    inputs X (n, D) and, for the supervised ones, labels y."""
     if method == "frontprop":
         layer = FpLinear(X.shape[1], size, w_boost=w_boost, t_decay=t_decay, mode=mode, seed=seed)
         for xb, _ in Batches(X, torch.zeros(len(X), dtype=torch.long), batch_size=1024, seed=seed,
@@ -39,7 +49,28 @@ def _layer(method, X, size, seed, epochs, w_boost, t_decay, mode):
         return baselines.random_layer(X.shape[1], size, seed)
     if method == "kmeans":
         return baselines.kmeans_layer(X, size, seed)
+    if method == "backprop":
+        return backprop_layer(X, y, size, seed)
+    if method == "forward_forward":
+        return forward_forward(X, y, size, seed)
     return baselines.pca_layer(X, size, seed)
+
+
+def _readouts(method, readouts):
+    """The readouts a method is probed with: raw pixels and Forward-Forward's features with the
+    neutral label are one each; only Frontprop learned thresholds for ``fired``."""
+    if method == "raw":
+        return ("pixels",)
+    if method == "forward_forward":
+        return ("neutral",)
+    return tuple(r for r in readouts if r != "fired" or method == "frontprop")
+
+
+def _features(model, X, readout):
+    """Features (n, F) of X under a method's model for one of its readouts."""
+    if readout == "pixels":
+        return X
+    return model.features(X) if readout == "neutral" else embed(model, X, readout=readout)
 
 
 def _split(dataset, root):
@@ -67,6 +98,13 @@ def probe_table(dataset, sizes=(20, 100, 200, 500, 1000), epochs: int = 1, w_boo
     ``w_boost``, ``t_decay`` and ``mode``, ``epochs`` passes over the training set in seeded
     shuffled order. Baselines (``fpwb.baselines``) have no learned thresholds, so they skip the
     ``fired`` readout; ``raw`` is one row (readout ``pixels``, size = pixel count).
+    methods: some of ALL_METHODS; METHODS (the default) leaves out ``forward_forward``.
+    ``backprop``: ``fpwb.similarity.backprop_layer`` of ``size`` neurons trained on the labels
+    (its defaults: 10 epochs of Adam), every readout but ``fired``. ``forward_forward``:
+    ``fpwb.forward_forward.forward_forward``, two layers of ``size`` neurons trained on the labels
+    (its defaults: 30 epochs), one row (readout ``neutral``: both layers' activities for the image
+    with the neutral label, 2 x size features). ``epochs``, ``w_boost``, ``t_decay`` and ``mode``
+    are Frontprop's only.
     knn_test: score the k-NN probe on the first knn_test test samples only (it costs
     test x train x features); None for all. on_row: called with each finished row (to save
     partial results of a long run).
@@ -75,45 +113,56 @@ def probe_table(dataset, sizes=(20, 100, 200, 500, 1000), epochs: int = 1, w_boo
     knn_acc, probe_iters and probe_converged, fired (share of neurons that fired while learning;
     Frontprop only), active (share of features non-zero on at least one test sample), zeros
     (share of zero entries in the test features: how sparse each sample's features are),
-    redundant_pairs (weight pairs with cosine > 0.95), train_s (building the layer), probe_s
-    (embedding and both probes).
+    redundant_pairs (weight pairs with cosine > 0.95; None for Forward-Forward), cka (when
+    ``backprop`` is in the run: linear CKA between the test features of this method's model and
+    those of the backprop layer of the same size and seed, both with the ``relu`` readout, or
+    ``neutral`` for Forward-Forward; one value per model, whatever the row's readout; None for
+    the backprop layer itself and raw pixels), train_s (building the layer), probe_s (embedding
+    and both probes).
     """
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(ALL_METHODS)
     if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; expected some of {METHODS}")
+        raise ValueError(f"unknown methods {sorted(unknown)}; expected some of {ALL_METHODS}")
     unknown = set(readouts) - set(READOUTS)
     if unknown:
         raise ValueError(f"unknown readouts {sorted(unknown)}; expected some of {READOUTS}")
     name, Xtr, ytr, Xte, yte = _split(dataset, root)
     knn_slice = slice(None, knn_test)
-    # Size by size, so that a run cut short has compared every method at the sizes it finished.
-    jobs = [(m, size, seed) for size in sizes for seed in seeds for m in methods if m != "raw"]
+    # Size by size, so that a run cut short has compared every method at the sizes it finished;
+    # the backprop layer first in each, as the reference of the others' cka.
+    layered = sorted((m for m in methods if m != "raw"), key=lambda m: m != "backprop")
+    jobs = [(m, size, seed) for size in sizes for seed in seeds for m in layered]
     jobs += [("raw", Xtr.shape[1], None)] if "raw" in methods else []
     rows = []
+    reference = None  # the backprop layer's relu test features at the current size and seed
     bar = tqdm(jobs, desc=f"probe table ({name})", disable=not progress)
     for method, size, seed in bar:
         bar.set_postfix_str(f"{method} {size}" + ("" if seed is None else f" seed {seed}"))
         start = time.perf_counter()
-        layer = None if method == "raw" else _layer(method, Xtr, size, seed, epochs, w_boost,
-                                                     t_decay, mode)
+        model = None if method == "raw" else _model(method, Xtr, ytr, size, seed, epochs, w_boost,
+                                                    t_decay, mode)
         train_s = time.perf_counter() - start
-        for readout in ("pixels",) if layer is None else readouts:
-            if readout == "fired" and method != "frontprop":
-                continue
+        cka = None
+        if method == "backprop":
+            reference = embed(model, Xte, readout="relu")
+        elif model is not None and "backprop" in methods:
+            own = _features(model, Xte, "neutral" if method == "forward_forward" else "relu")
+            cka = linear_cka(own, reference)
+        for readout in _readouts(method, readouts):
             start = time.perf_counter()
-            Ftr, Fte = (Xtr, Xte) if layer is None else (embed(layer, Xtr, readout=readout),
-                                                         embed(layer, Xte, readout=readout))
+            Ftr, Fte = _features(model, Xtr, readout), _features(model, Xte, readout)
             probe = linear_probe(Ftr, ytr, Fte, yte)
             knn = knn_probe(Ftr, ytr, Fte[knn_slice], yte[knn_slice], k=knn_k)
             row = {"dataset": name, "method": method, "size": size, "features": Ftr.shape[1],
                    "readout": readout, "seed": seed, "probe_acc": probe["accuracy"],
                    "knn_acc": knn["accuracy"], "probe_iters": probe["iterations"],
                    "probe_converged": probe["converged"],
-                   "fired": diagnostics.fired_share(layer) if method == "frontprop" else None,
+                   "fired": diagnostics.fired_share(model) if method == "frontprop" else None,
                    "active": float((Fte != 0).any(0).float().mean()),
                    "zeros": float((Fte == 0).float().mean()),
-                   "redundant_pairs": None if layer is None else diagnostics.redundancy(layer)["pairs"],
-                   "train_s": train_s, "probe_s": time.perf_counter() - start}
+                   "redundant_pairs": diagnostics.redundancy(model)["pairs"]
+                   if isinstance(model, FpLinear) else None,
+                   "cka": cka, "train_s": train_s, "probe_s": time.perf_counter() - start}
             rows.append(row)
             if on_row is not None:
                 on_row(row)
@@ -133,28 +182,32 @@ def _cell(values, percent=True):
     values = [v for v in values if v is not None]
     if not values:
         return ""
-    scale = 100 if percent else 1
-    mean = statistics.fmean(values) * scale
-    text = f"{mean:.1f}" if percent else f"{mean:.2f}"
-    return text + (f" ± {statistics.stdev(values) * scale:.1f}" if len(values) > 1 else "")
+    scale, digits = (100, 1) if percent else (1, 2)
+    text = f"{statistics.fmean(values) * scale:.{digits}f}"
+    return text + (f" ± {statistics.stdev(values) * scale:.{digits}f}" if len(values) > 1 else "")
 
 
 def summary_markdown(rows: list[dict], value: str = "probe_acc") -> str:
-    """One markdown table of ``value`` (in %): a line per method x readout, a column per size;
-    mean ± std over seeds where there are several. Raw pixels: the same number in every column."""
+    """One markdown table of ``value`` (accuracies in %): a line per method x readout, a column
+    per size; mean ± std over seeds where there are several. Raw pixels: the same number in every
+    column. Lines with no value at all (the backprop layer's own ``cka``) are left out."""
     sizes = sorted({r["size"] for r in rows if r["method"] != "raw"})
     lines = [f"| method | readout | " + " | ".join(str(s) for s in sizes) + " |",
              "|---|---|" + "---|" * len(sizes)]
     keys = sorted(dict.fromkeys((r["method"], r["readout"]) for r in rows),
-                  key=lambda key: (METHODS.index(key[0]), (READOUTS + ("pixels",)).index(key[1])))
+                  key=lambda key: (ALL_METHODS.index(key[0]),
+                                   (READOUTS + ("neutral", "pixels")).index(key[1])))
+    percent = value.endswith("_acc")
     for method, readout in keys:
         mine = [r for r in rows if (r["method"], r["readout"]) == (method, readout)]
         if method == "raw":
-            cells = [_cell([r[value] for r in mine])] * len(sizes)
+            cells = [_cell([r[value] for r in mine], percent)] * len(sizes)
             label = f"raw pixels ({mine[0]['features']})"
         else:
-            cells = [_cell([r[value] for r in mine if r["size"] == s]) for s in sizes]
+            cells = [_cell([r[value] for r in mine if r["size"] == s], percent) for s in sizes]
             label = method
+        if not any(cells):
+            continue
         lines.append(f"| {label} | {readout} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -167,7 +220,7 @@ def rows_markdown(rows: list[dict]) -> str:
         if key in ("probe_acc", "knn_acc"):
             return f"{100 * v:.2f}"
         if isinstance(v, float):
-            return f"{v:.3f}" if key in ("fired", "active", "zeros") else f"{v:.1f}"
+            return f"{v:.3f}" if key in ("fired", "active", "zeros", "cka") else f"{v:.1f}"
         return str(v)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(fmt(k, r[k]) for k in COLUMNS) + " |" for r in rows]

@@ -125,11 +125,30 @@ def test_probe_table_on_digits(digits):
     assert all(tuple(r) == COLUMNS for r in rows)
     methods = [(r["method"], r["readout"]) for r in rows]
     assert ("frontprop", "fired") in methods and ("random", "fired") not in methods
-    assert methods.count(("raw", "pixels")) == 1 and len(rows) == 4 + 3 * 3 + 1
+    assert ("backprop", "fired") not in methods and "forward_forward" not in dict(methods)
+    assert methods.count(("raw", "pixels")) == 1 and len(rows) == 4 + 4 * 3 + 1
     raw = next(r for r in rows if r["method"] == "raw")
     assert raw["probe_acc"] >= 0.95 and raw["features"] == 64
     frontprop = next(r for r in rows if r["method"] == "frontprop")
     assert frontprop["fired"] > 0
+    backprop = {r["readout"]: r for r in rows if r["method"] == "backprop"}
+    assert backprop["relu"]["probe_acc"] > 0.85 and backprop["relu"]["cka"] is None
+    # one CKA against the backprop layer per model, the same on each of its rows, in [0, 1]
+    for method in ("frontprop", "random", "kmeans", "pca"):
+        ckas = {r["cka"] for r in rows if r["method"] == method}
+        assert len(ckas) == 1 and 0 <= ckas.pop() <= 1
+    assert raw["cka"] is None
     assert "| frontprop | fired |" in summary_markdown(rows)
+    assert "| backprop |" not in summary_markdown(rows, "cka")
     with pytest.raises(ValueError, match="unknown methods"):
         probe_table(digits, methods=("sgd",))
+
+
+def test_forward_forward_in_the_probe_table(digits):
+    Xtr, ytr, Xte, yte = digits
+    rows = probe_table((Xtr[:300], ytr[:300], Xte[:200], yte[:200]), sizes=(16,), seeds=(0,),
+                       methods=("forward_forward", "backprop"), progress=False)
+    (ff,) = [r for r in rows if r["method"] == "forward_forward"]
+    assert ff["readout"] == "neutral" and ff["features"] == 32 and ff["redundant_pairs"] is None
+    assert ff["probe_acc"] > 0.7 and 0 <= ff["cka"] <= 1
+    assert "| forward_forward | neutral |" in summary_markdown(rows)
