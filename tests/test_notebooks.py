@@ -1,13 +1,18 @@
-"""Every notebook in notebooks/ (the six core ones must be there): its conventions, a papermill run with smoke=True through the report
-runner, nbval over the executed copies, and the rendered report in headless Chromium.
+"""Every notebook in notebooks/ (the six core ones must be there): its conventions, a papermill run
+with smoke=True through the report runner, nbval over the executed copies, and the rendered report
+in headless Chromium.
 
 nbval design: the committed notebooks carry no outputs, and their defaults are the full (minutes
 long) experiments. So nbval runs in lax mode over the executed smoke copies papermill wrote (they
 hold the injected ``smoke = True`` cell and the outputs of that run): every cell must run again
 without error, and the cells marked ``# NBVAL_CHECK_OUTPUT`` (the seeded result numbers) must print
 exactly what the papermill run printed.
+
+Time: every notebook runs twice (papermill, then nbval), so each smoke run is kept to a few seconds
+of compute; the kernels use one thread (``KERNEL_ENV``) and nbval runs in ``NBVAL_JOBS`` processes.
 """
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +31,11 @@ EXPECTED = ["00_quickstart", "01_simple_patterns_linear", "02_simple_patterns_co
             "03_probe_benchmark", "04_explorer", "05_hyperparameters"]
 REQUIRED = {"seed", "device", "smoke", "out_dir"}
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+#: The kernels' environment, the same for papermill and nbval: one OpenMP thread. The smoke runs
+#: are tiny, so a second torch thread only costs (several times over on a busy machine).
+KERNEL_ENV = {"OMP_NUM_THREADS": "1"}
+#: nbval runs the executed notebooks in this many pytest processes at once (one kernel each).
+NBVAL_JOBS = 2
 
 
 def test_the_core_notebooks_are_there():
@@ -57,7 +67,10 @@ def test_data_set_notebooks_declare_dataset():
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke_report")
-    runs = report.run_report(parameters={"smoke": True}, out_dir=out, progress=False)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in KERNEL_ENV.items():
+            env.setenv(name, value)
+        runs = report.run_report(parameters={"smoke": True}, out_dir=out, progress=False)
     return out, {run.name: run for run in runs}
 
 
@@ -98,12 +111,15 @@ def test_index_lists_every_notebook(smoke_report):
 def test_nbval_reproduces_the_seeded_result_cells(smoke_report):
     out, _ = smoke_report
     executed = [str(out / name / f"{name}.ipynb") for name in NAMES]
-    done = subprocess.run(
+    jobs = [subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env",
-         "-p", "no:cacheprovider", "--rootdir", str(out), *executed],
-        cwd=ROOT, capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout
+         "-p", "no:cacheprovider", "--rootdir", str(out), *executed[i::NBVAL_JOBS]],
+        cwd=ROOT, env={**os.environ, **KERNEL_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(min(NBVAL_JOBS, len(executed)))]
+    outputs = [job.communicate(timeout=400) for job in jobs]
+    for job, (stdout, stderr) in zip(jobs, outputs):
+        assert job.returncode == 0, stdout[-3000:] + stderr[-2000:]
+        assert " passed" in stdout
 
 
 @pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
