@@ -10,7 +10,7 @@ after every row so that a long run leaves partial results. Upstream settings: w_
 t_decay 0.0001, one epoch. digits has 1347 training images: at t_decay 0.0001 the thresholds
 barely decay in one epoch and no neuron fires, so digits runs 45 epochs (about 60,000 samples,
 one MNIST epoch) unless --epochs says otherwise. forward_forward (``--methods``, not in the default
-run) trains about 5x as long as that on digits. With the backprop layer in the run, a table of
+run) trains 5-10x as long as that on digits. With the backprop layer in the run, a table of
 linear CKA between each layer's features and the backprop layer's of the same size and seed.
 """
 from __future__ import annotations

@@ -26,7 +26,7 @@ from .similarity import backprop_layer, linear_cka
 
 #: Every method, in the order of the summary tables.
 ALL_METHODS = ("frontprop", "forward_forward", "backprop", "random", "kmeans", "pca", "raw")
-#: The default run: every method but Forward-Forward (on digits it trains about 5x as long as a
+#: The default run: every method but Forward-Forward (on digits it trains 5-10x as long as a
 #: Frontprop layer of 45 epochs; ask for it in ``methods``).
 METHODS = tuple(m for m in ALL_METHODS if m != "forward_forward")
 
