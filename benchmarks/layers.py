@@ -95,8 +95,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     X, name = images(args.samples)
-    FpLinear(784, 8)(X[:300].flatten(1))  # compile the scans once, outside the timings
-    FpConv2d(1, 2, 5, padding=2)(X[:4])
+    for mode in ("sequential", "batch"):  # compile the scans and warm the allocator, untimed
+        FpLinear(784, 1000, mode=mode, **SCHEDULES["dense"])(X[:3000].flatten(1))
+        FpConv2d(1, 16, 5, padding=2, mode=mode)(X[:50])
     lines = [f"Data: {name}, {args.samples} samples; torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads", "",
              "FpLinear 784 -> 1000, samples/s (ratios in brackets)",

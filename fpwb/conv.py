@@ -34,7 +34,7 @@ class FpConv2d(FpLayer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = False, *, w_boost: float = 0.02,
                  t_decay: float = 0.0005, mode: str = "sequential", normalize_output: bool = True,
-                 chunk_size: int = 4096, seed=None, device=None, dtype=None,
+                 chunk_size: int = 65536, seed=None, device=None, dtype=None,
                  rule: str = "frontprop", k_winners=None, k_output: bool = False,
                  repulsion: float = 0.0, repulsion_cosine: float = REPULSION_COSINE):
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -82,7 +82,7 @@ class FpConv2d(FpLayer):
             if self.threshold is None:
                 self.threshold = x.new_ones(self.out_channels, Ho, Wo)
             patches = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
-            unit, valid = unit_rows(patches.transpose(1, 2))  # (B, L, K), (B, L)
+            unit, valid = unit_rows(patches.transpose(1, 2).contiguous())  # (B, L, K), (B, L)
             out = x.new_zeros(B, Ho * Wo, self.out_channels)  # (B, L, N)
             samples = valid.any(1).nonzero().squeeze(1)  # all-zero samples are skipped entirely
             if samples.numel():
