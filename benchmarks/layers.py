@@ -3,7 +3,8 @@
 FpLinear(784 -> 1000) over 20,000 images: the per-sample reference loop (lean: one matrix-vector
 product per sample, no checks), ``sequential`` (exact), ``batch`` and a plain ``x @ W.T`` (the
 floor no learning rule can beat), on two schedules: the upstream one (nothing fires for the first
-~17,000 samples) and a dense one (most samples fire several neurons). Then FpConv2d (16 kernels
+~17,000 samples) and a dense one (most samples fire several neurons); the dense schedule again
+with the lateral-inhibition and Oja switches on. Then FpConv2d (16 kernels
 5x5, padding 2, 28x28 images) in both modes. Fashion-MNIST when its files are found, else
 scikit-learn's digits resized to 28x28.
 
@@ -19,6 +20,8 @@ from fpwb import FpConv2d, FpLinear
 from fpwb.data import DatasetNotFoundError, load
 
 SCHEDULES = {"upstream": dict(w_boost=0.01, t_decay=0.0001), "dense": dict(w_boost=0.01, t_decay=0.001)}
+SWITCHES = {"k_winners=5": dict(k_winners=5), "rule='oja'": dict(rule="oja"),
+            "k_winners=5, repulsion=0.02": dict(k_winners=5, repulsion=0.02)}
 
 
 def images(n: int):
@@ -78,6 +81,18 @@ def linear_rows(X):
     return rows
 
 
+def switch_rows(X):
+    """Sequential and batch samples/s on the dense schedule with the switches on (and off)."""
+    rows = []
+    for name, switches in {"plain rule": {}, **SWITCHES}.items():
+        rates = []
+        for mode in ("sequential", "batch"):
+            layer = FpLinear(X.shape[1], 1000, seed=0, mode=mode, **SCHEDULES["dense"], **switches)
+            rates.append(len(X) / timed(lambda: feed(layer, X)))
+        rows.append((name, *rates))
+    return rows
+
+
 def conv_rows(X, n_seq: int, n_batch: int):
     rows = []
     for mode, n in (("sequential", n_seq), ("batch", n_batch)):
@@ -91,6 +106,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--conv-samples", type=int, default=5_000)
+    parser.add_argument("--switch-samples", type=int, default=5_000)
     parser.add_argument("--out", help="also write the printed figures to this file")
     args = parser.parse_args(argv)
 
@@ -106,6 +122,10 @@ def main(argv=None):
     for sched, ref, seq, bat, floor, silent, fired in linear_rows(X.flatten(1)):
         lines.append(f"{sched:<10}{ref:>12,.0f}{seq:>12,.0f} ({seq / ref:>4.1f}x ref)"
                      f"{bat:>12,.0f} ({bat / floor:.2f}x floor){floor:>12,.0f}{silent:>14,}{fired:>20.1f}")
+    lines += ["", f"FpLinear 784 -> 1000, dense schedule, first {args.switch_samples} samples, with the "
+              f"switches on, samples/s", f"{'switches':<30}{'sequential':>12}{'batch':>12}"]
+    for name, seq, bat in switch_rows(X[:args.switch_samples].flatten(1)):
+        lines.append(f"{name:<30}{seq:>12,.0f}{bat:>12,.0f}")
     lines += ["", "FpConv2d 1 -> 16, 5x5, padding 2, 28x28 images, images/s"]
     for mode, rate in conv_rows(X, args.conv_samples // 2, args.conv_samples):
         lines.append(f"{mode:<12}{rate:>10,.0f}")
