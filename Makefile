@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test report lab bench figures sweep clean
+.PHONY: install test data report lab bench figures sweep clean
 
 install: $(STAMP)
 
@@ -29,7 +29,15 @@ sweep: $(STAMP)
 clean:
 	rm -rf $(VENV) reports build *.egg-info
 
-report: $(STAMP)
+# Fashion-MNIST for the notebooks that default to it: Debian's package where apt-get can install
+# it (offline-friendly); elsewhere fpwb.data.load reads data/ or downloads through torchvision.
+data:
+	@test -d /usr/share/datasets/fashion-mnist || { command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }; }; } || \
+	  echo "Fashion-MNIST not installed: notebooks 06-09 will look in data/ or try to download it"
+
+report: $(STAMP) data
 	$(PY) -m fpwb.cli report
 
 lab: $(STAMP)
