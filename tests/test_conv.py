@@ -9,6 +9,7 @@ from torch import nn
 
 from fpwb import FpConv2d
 from reference import reference_conv
+from state import assert_same_state, state
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -16,10 +17,6 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 def digit_images(n=300, channels=1):
     images = torch.tensor(load_digits().images[:n], dtype=torch.float64).unsqueeze(1) / 16
     return images.repeat(1, channels, 1, 1) if channels > 1 else images  # (n, C, 8, 8)
-
-
-def state(layer):
-    return {k: v.clone() for k, v in layer.state_dict().items()}
 
 
 @functools.lru_cache

@@ -11,6 +11,7 @@ from torch import nn
 from fpwb import FpLinear
 from fpwb import engine
 from reference import reference_batch, reference_linear
+from state import assert_same_state, state
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -21,16 +22,6 @@ def digits(size=8, repeat=2):
     if size != 8:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     return images.flatten(1).repeat(repeat, 1)  # (1797 * repeat, size * size)
-
-
-def state(layer):
-    return {k: v.clone() for k, v in layer.state_dict().items()}
-
-
-def assert_same_state(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 @functools.lru_cache

@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 
 from fpwb import FpConv2d, FpLinear
 from reference import reference_batch, reference_conv, reference_linear
+from state import assert_same_state, state
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -28,16 +29,6 @@ def digits(n=500):
 
 def digit_images(n=80):
     return torch.tensor(load_digits().images[:n], dtype=torch.float64).unsqueeze(1) / 16
-
-
-def state(layer):
-    return {k: v.clone() for k, v in layer.state_dict().items()}
-
-
-def assert_same_state(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 @functools.lru_cache
