@@ -241,6 +241,8 @@ class FpLayer(nn.Module):
                 fired = engine.top_k_mask(values, fired, self.k_winners)
             return values * fired
         E, S, _ = x.shape
+        if E == 0:
+            return x.new_zeros(0, S, weight.shape[0])
         steps = engine.max_steps(self.t_decay, max(1, self.chunk_size // S))
         switches = self.switches()
         outs = []
@@ -251,7 +253,7 @@ class FpLayer(nn.Module):
                 outs.append(engine.sequential_chunk(*args, solver=self.solver, **switches))
             else:
                 outs.append(engine.batch_chunk(*args, **switches))
-        out = torch.cat(outs) if outs else x.new_zeros(0, S, weight.shape[0])
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
         self.fire_count += (out > 0).sum(dim=(0, 1))
         self.samples_seen += E
         return out

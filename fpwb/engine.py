@@ -150,7 +150,10 @@ def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan="auto", o
     flat_x = x.reshape(P, K)
     flat_valid = valid.reshape(P)
     u = (weight @ flat_x.T) * scale  # (N, P) scaled projections
-    fires = ((u.view(-1, E, S) >= threshold.unsqueeze(1)) & valid).flatten(1).any(1)  # (N,)
+    if S == 1 and bool(flat_valid.all()):  # one slot, every position valid: one reduction
+        fires = u.amax(1) >= threshold[:, 0]  # (N,)
+    else:
+        fires = ((u.view(-1, E, S) >= threshold.unsqueeze(1)) & valid).flatten(1).any(1)  # (N,)
     out = x.new_zeros(P, weight.shape[0])
     idx = fires.nonzero().squeeze(1)  # (A,) neurons that fire somewhere in the chunk
     if idx.numel():

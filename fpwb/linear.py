@@ -55,14 +55,17 @@ class FpLinear(FpLayer):
         x = x.reshape(-1, self.in_features)  # (B, D)
         with torch.no_grad():
             unit, valid = unit_rows(x)
-            out = x.new_zeros(x.shape[0], self.out_features)  # (B, N)
-            rows = valid.nonzero().squeeze(1)
-            if rows.numel():
-                steps = unit[rows].unsqueeze(1)  # (E, 1, D): zero samples are skipped entirely
-                fired = self._run(steps, torch.ones(rows.numel(), 1, dtype=torch.bool,
-                                                     device=x.device),
-                                  self.weight, self.threshold.view(-1, 1))
-                out[rows] = fired[:, 0]
+            every = bool(valid.all())
+            rows = None if every else valid.nonzero().squeeze(1)
+            steps = unit if every else unit[rows]  # (E, D): zero samples are skipped entirely
+            fired = self._run(steps.unsqueeze(1), torch.ones(len(steps), 1, dtype=torch.bool,
+                                                              device=x.device),
+                              self.weight, self.threshold.view(-1, 1))[:, 0]  # (E, N)
+            if every:
+                out = fired
+            else:
+                out = x.new_zeros(x.shape[0], self.out_features)  # (B, N)
+                out[rows] = fired
             out = self._finish(out)
         return out[0] if single else out
 
