@@ -100,6 +100,23 @@ def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, solver=None,
     return sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan=solver, oja=oja)
 
 
+def scaled_projections(x, valid, weight, threshold, r):
+    """One matmul for the whole chunk: scaled projections and which neurons fire anywhere.
+
+    Returns flat x (P, K), the decay scale r**-e per position (P,), u = (w . x) * scale (N, P) and
+    a mask of the neurons whose projection reaches their threshold at some valid position (N,).
+    """
+    E, S, K = x.shape
+    scale = decay_scale(E, r, x).repeat_interleave(S)  # (P,)
+    flat_x = x.reshape(E * S, K)
+    u = (weight @ flat_x.T) * scale  # (N, P)
+    if S == 1 and bool(valid.all()):  # one slot, every position valid: one reduction
+        fires = u.amax(1) >= threshold[:, 0]
+    else:
+        fires = ((u.view(-1, E, S) >= threshold.unsqueeze(1)) & valid).flatten(1).any(1)
+    return flat_x, scale, u, fires
+
+
 def sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan="auto", oja=False,
                          k_winners=0, repulsion=0.0, repulsion_cosine=0.9):
     """Exact rule with interacting neurons, position by position (``kernels.scan_positions``).
@@ -118,10 +135,7 @@ def sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan="au
     N = weight.shape[0]
     P = E * S
     r = 1.0 - t_decay
-    scale = decay_scale(E, r, x).repeat_interleave(S)  # (P,)
-    flat_x = x.reshape(P, K)
-    u = (weight @ flat_x.T) * scale  # (N, P) scaled projections
-    active = ((u.view(N, E, S) >= threshold.unsqueeze(1)) & valid).flatten(1).any(1)  # (N,)
+    flat_x, scale, u, active = scaled_projections(x, valid, weight, threshold, r)
     out = x.new_zeros(N, P)
     won = torch.zeros(N, P, dtype=torch.bool)
     A = int(active.sum())
@@ -146,14 +160,8 @@ def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan="auto", o
     E, S, K = x.shape
     P = E * S
     r = 1.0 - t_decay
-    scale = decay_scale(E, r, x).repeat_interleave(S)  # (P,)
-    flat_x = x.reshape(P, K)
+    flat_x, scale, u, fires = scaled_projections(x, valid, weight, threshold, r)
     flat_valid = valid.reshape(P)
-    u = (weight @ flat_x.T) * scale  # (N, P) scaled projections
-    if S == 1 and bool(flat_valid.all()):  # one slot, every position valid: one reduction
-        fires = u.amax(1) >= threshold[:, 0]  # (N,)
-    else:
-        fires = ((u.view(-1, E, S) >= threshold.unsqueeze(1)) & valid).flatten(1).any(1)  # (N,)
     out = x.new_zeros(P, weight.shape[0])
     idx = fires.nonzero().squeeze(1)  # (A,) neurons that fire somewhere in the chunk
     if idx.numel():
