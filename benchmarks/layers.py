@@ -8,7 +8,7 @@ with the lateral-inhibition and Oja switches on. Then FpConv2d (16 kernels
 5x5, padding 2, 28x28 images) in both modes. Fashion-MNIST when its files are found, else
 scikit-learn's digits resized to 28x28.
 
-    python benchmarks/layers.py [--samples 20000] [--out benchmarks/results/layers.txt]
+    python benchmarks/layers.py [--samples 20000] [--repeats 3] [--out benchmarks/results/layers.txt]
 """
 import argparse
 import time
@@ -51,10 +51,14 @@ def reference_loop(weight, threshold, X, w_boost, t_decay):
         t *= r
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def timed(fn, repeats: int = 1) -> float:
+    """Seconds fn takes, the best of ``repeats`` runs (the least disturbed by other work)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def feed(layer, X, batch: int = 1000):
@@ -63,17 +67,16 @@ def feed(layer, X, batch: int = 1000):
     return torch.cat(fired).float()
 
 
-def linear_rows(X):
+def linear_rows(X, repeats):
     rows = []
     D = X.shape[1]
     for name, kwargs in SCHEDULES.items():
-        seq = FpLinear(D, 1000, seed=0, **kwargs)
-        bat = FpLinear(D, 1000, seed=0, mode="batch", **kwargs)
-        t_ref = timed(lambda: reference_loop(seq.weight, seq.threshold, X, **kwargs))
+        start = FpLinear(D, 1000, seed=0, **kwargs)
         fired = []
-        t_seq = timed(lambda: fired.append(feed(seq, X)))
-        t_bat = timed(lambda: feed(bat, X))
-        t_floor = timed(lambda: [F.normalize(x, dim=1) @ seq.weight.T for x in X.split(1000)])
+        t_ref = timed(lambda: reference_loop(start.weight, start.threshold, X, **kwargs), repeats)
+        t_seq = timed(lambda: fired.append(feed(FpLinear(D, 1000, seed=0, **kwargs), X)), repeats)
+        t_bat = timed(lambda: feed(FpLinear(D, 1000, seed=0, mode="batch", **kwargs), X), repeats)
+        t_floor = timed(lambda: [F.normalize(x, dim=1) @ start.weight.T for x in X.split(1000)], repeats)
         fired = fired[0]
         silent = int((fired.cumsum(0) == 0).sum())
         rows.append((name, len(X) / t_ref, len(X) / t_seq, len(X) / t_bat, len(X) / t_floor,
@@ -81,23 +84,23 @@ def linear_rows(X):
     return rows
 
 
-def switch_rows(X):
+def switch_rows(X, repeats):
     """Sequential and batch samples/s on the dense schedule with the switches on (and off)."""
     rows = []
     for name, switches in {"plain rule": {}, **SWITCHES}.items():
         rates = []
         for mode in ("sequential", "batch"):
-            layer = FpLinear(X.shape[1], 1000, seed=0, mode=mode, **SCHEDULES["dense"], **switches)
-            rates.append(len(X) / timed(lambda: feed(layer, X)))
+            make = lambda: FpLinear(X.shape[1], 1000, seed=0, mode=mode, **SCHEDULES["dense"], **switches)
+            rates.append(len(X) / timed(lambda: feed(make(), X), repeats))
         rows.append((name, *rates))
     return rows
 
 
-def conv_rows(X, n_seq: int, n_batch: int):
+def conv_rows(X, n_seq: int, n_batch: int, repeats):
     rows = []
     for mode, n in (("sequential", n_seq), ("batch", n_batch)):
-        layer = FpConv2d(1, 16, 5, padding=2, seed=0, mode=mode)
-        elapsed = timed(lambda: [layer(x) for x in X[:n].split(250)])
+        make = lambda: FpConv2d(1, 16, 5, padding=2, seed=0, mode=mode)
+        elapsed = timed(lambda: [layer(x) for layer in [make()] for x in X[:n].split(250)], repeats)
         rows.append((mode, n / elapsed))
     return rows
 
@@ -107,27 +110,30 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--conv-samples", type=int, default=5_000)
     parser.add_argument("--switch-samples", type=int, default=5_000)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="time each case this many times and keep the fastest run")
     parser.add_argument("--out", help="also write the printed figures to this file")
     args = parser.parse_args(argv)
 
     X, name = images(args.samples)
-    for mode in ("sequential", "batch"):  # compile the scans and warm the allocator, untimed
-        FpLinear(784, 1000, mode=mode, **SCHEDULES["dense"])(X[:3000].flatten(1))
+    for mode in ("sequential", "batch"):  # compile the kernels and warm the allocator, untimed
+        for switches in ({}, *SWITCHES.values()):
+            FpLinear(784, 1000, mode=mode, **SCHEDULES["dense"], **switches)(X[:3000].flatten(1))
         FpConv2d(1, 16, 5, padding=2, mode=mode)(X[:50])
     lines = [f"Data: {name}, {args.samples} samples; torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads", "",
+             f"{torch.get_num_threads()} threads; each figure the fastest of {args.repeats} runs", "",
              "FpLinear 784 -> 1000, samples/s (ratios in brackets)",
              f"{'schedule':<10}{'reference':>12}{'sequential':>22}{'batch':>22}{'x @ W.T':>12}"
              f"{'silent start':>14}{'fired/sample after':>20}"]
-    for sched, ref, seq, bat, floor, silent, fired in linear_rows(X.flatten(1)):
+    for sched, ref, seq, bat, floor, silent, fired in linear_rows(X.flatten(1), args.repeats):
         lines.append(f"{sched:<10}{ref:>12,.0f}{seq:>12,.0f} ({seq / ref:>4.1f}x ref)"
                      f"{bat:>12,.0f} ({bat / floor:.2f}x floor){floor:>12,.0f}{silent:>14,}{fired:>20.1f}")
     lines += ["", f"FpLinear 784 -> 1000, dense schedule, first {args.switch_samples} samples, with the "
               f"switches on, samples/s", f"{'switches':<30}{'sequential':>12}{'batch':>12}"]
-    for name, seq, bat in switch_rows(X[:args.switch_samples].flatten(1)):
+    for name, seq, bat in switch_rows(X[:args.switch_samples].flatten(1), args.repeats):
         lines.append(f"{name:<30}{seq:>12,.0f}{bat:>12,.0f}")
     lines += ["", "FpConv2d 1 -> 16, 5x5, padding 2, 28x28 images, images/s"]
-    for mode, rate in conv_rows(X, args.conv_samples // 2, args.conv_samples):
+    for mode, rate in conv_rows(X, args.conv_samples // 2, args.conv_samples, args.repeats):
         lines.append(f"{mode:<12}{rate:>10,.0f}")
     text = "\n".join(lines)
     print(text)

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from . import engine
+from . import engine, kernels
 
 MODES = ("sequential", "batch")
 RULES = engine.RULES
@@ -91,7 +91,9 @@ class FpLayer(nn.Module):
         self.repulsion = repulsion
         self.repulsion_cosine = repulsion_cosine
         self.frozen = False
-        self.solver = None  # force a sequential solver: "gram", "direct", "rounds"; None picks
+        # Force a solver (tests do): sequential "gram", "direct" or "rounds"; batch "compiled" or
+        # "tensor". None picks by device, switches and cost.
+        self.solver = None
 
     # Hyper-parameters are validated on every assignment (widgets and sweeps set them live).
     @property
@@ -224,7 +226,9 @@ class FpLayer(nn.Module):
         if x.device != self.weight.device:
             raise ValueError(f"{name} lives on {self.weight.device}, input is on {x.device}")
         x = x.to(self.weight.dtype)
-        if not bool(torch.isfinite(x).all()):
+        # A finite sum proves every value finite (NaN and Inf propagate); only an overflowing sum
+        # of finite values needs the element-wise check.
+        if not (bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())):
             raise ValueError(f"{name} input contains NaN or Inf values")
         return x
 
@@ -244,17 +248,17 @@ class FpLayer(nn.Module):
         if E == 0:
             return x.new_zeros(0, S, weight.shape[0])
         steps = engine.max_steps(self.t_decay, max(1, self.chunk_size // S))
-        switches = self.switches()
-        outs = []
+        solve = engine.sequential_chunk if self.mode == "sequential" else engine.batch_chunk
+        out = x.new_zeros(E, S, weight.shape[0])  # (E, S, N), filled chunk by chunk
         for start in range(0, E, steps):
             chunk = slice(start, start + steps)
-            args = (x[chunk], valid[chunk], weight, threshold, self.w_boost, self.t_decay)
-            if self.mode == "sequential":
-                outs.append(engine.sequential_chunk(*args, solver=self.solver, **switches))
-            else:
-                outs.append(engine.batch_chunk(*args, **switches))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)
-        self.fire_count += (out > 0).sum(dim=(0, 1))
+            solve(x[chunk], valid[chunk], weight, threshold, self.w_boost, self.t_decay, out[chunk],
+                  solver=self.solver, **self.switches())
+        flat = out.view(-1, out.shape[-1])  # (E * S, N)
+        if flat.device.type == "cpu":
+            kernels.count_fired(flat.numpy(), self.fire_count.numpy())
+        else:
+            self.fire_count += (flat > 0).sum(0)
         self.samples_seen += E
         return out
 
@@ -262,7 +266,7 @@ class FpLayer(nn.Module):
         """Scale each sample's output (B, ...) to unit length when normalize_output is on."""
         if self.normalize_output:
             norm = out.flatten(1).norm(dim=1).clamp_min(torch.finfo(out.dtype).tiny)
-            out = out / norm.view(-1, *([1] * (out.dim() - 1)))
+            out = out.div_(norm.view(-1, *([1] * (out.dim() - 1))))  # out is the layer's own
         return out
 
     def extra_repr(self) -> str:

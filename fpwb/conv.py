@@ -81,16 +81,28 @@ class FpConv2d(FpLayer):
         with torch.no_grad():
             if self.threshold is None:
                 self.threshold = x.new_ones(self.out_channels, Ho, Wo)
-            patches = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
-            unit, valid = unit_rows(patches.transpose(1, 2).contiguous())  # (B, L, K), (B, L)
-            out = x.new_zeros(B, Ho * Wo, self.out_channels)  # (B, L, N)
-            samples = valid.any(1).nonzero().squeeze(1)  # all-zero samples are skipped entirely
-            if samples.numel():
+            unit, valid = unit_rows(self.patches(x))  # (B, L, K), (B, L)
+            nonzero = valid.any(1)  # all-zero samples are skipped entirely
+            if bool(nonzero.all()):
+                out = self._run(unit, valid, self.weight.view(self.out_channels, -1),
+                                self.threshold.view(self.out_channels, -1))  # (B, L, N)
+            else:
+                samples = nonzero.nonzero().squeeze(1)
+                out = x.new_zeros(B, Ho * Wo, self.out_channels)  # (B, L, N)
                 out[samples] = self._run(unit[samples], valid[samples],
                                          self.weight.view(self.out_channels, -1),
                                          self.threshold.view(self.out_channels, -1))
             out = out.transpose(1, 2).reshape(B, self.out_channels, Ho, Wo)
             return self._finish(out)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Every C x kH x kW input patch as a row, locations in raster order: (B, L, K), the rows
+        of ``F.unfold`` (one copy, straight from a strided view of the padded input)."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        windows = padded.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C, Ho, Wo, kH, kW)
+        B, C, Ho, Wo = windows.shape[:4]
+        return windows.permute(0, 2, 3, 1, 4, 5).reshape(B, Ho * Wo, C * kh * kw)
 
     def reset_thresholds(self):
         """Forget the thresholds (and so the input size); the next forward starts them at 1.0."""

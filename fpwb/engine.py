@@ -71,14 +71,14 @@ def gram_pays(P: int, A: int, K: int) -> bool:
     return (P + A) / 10 + A * P / (8 * K) < A
 
 
-def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, solver=None, *,
+def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, out, solver=None, *,
                      rule="frontprop", k_winners=None, k_output=False, repulsion=0.0,
                      repulsion_cosine=0.9):
     """Run the exact per-sample rule over one chunk, in place on ``weight`` and ``threshold``.
 
     x: (E, S, K) unit rows (zero rows where ``valid`` is False); valid: (E, S) bool;
-    weight: (N, K) unit rows; threshold: (N, S). Returns the fired values, (E, S, N): y where the
-    neuron fired at that position, 0 elsewhere. On CPU the per-neuron walks run compiled
+    weight: (N, K) unit rows; threshold: (N, S); out: (E, S, N) zeros, filled with the fired
+    values (y where the neuron fired at that position, 0 elsewhere) and returned. On CPU the per-neuron walks run compiled
     (``fpwb.kernels``, scan "gram" or "direct", picked by cost); on other devices they run as
     vectorised firing rounds ("rounds"). ``solver`` forces one of the three (tests use it).
     With ``k_winners`` or ``repulsion`` (neurons interact) the compiled position-major walk runs
@@ -89,15 +89,15 @@ def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, solver=None,
         k_winners = None  # every fired neuron is among the k most excited
     if k_winners is not None or repulsion > 0:
         scan = solver if solver in ("gram", "direct") else "auto"
-        out, won = sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan=scan,
-                                        oja=oja, k_winners=k_winners or 0, repulsion=repulsion,
-                                        repulsion_cosine=repulsion_cosine)
-        return out * won if k_output else out
+        fired, won = sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan=scan,
+                                          oja=oja, k_winners=k_winners or 0, repulsion=repulsion,
+                                          repulsion_cosine=repulsion_cosine)
+        return out.copy_(fired * won if k_output else fired)
     if solver is None:
         solver = "auto" if x.device.type == "cpu" else "rounds"
     if solver == "rounds":
-        return sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, oja=oja)
-    return sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan=solver, oja=oja)
+        return sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, out, oja=oja)
+    return sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, out, scan=solver, oja=oja)
 
 
 def scaled_projections(x, valid, weight, threshold, r):
@@ -109,7 +109,7 @@ def scaled_projections(x, valid, weight, threshold, r):
     E, S, K = x.shape
     scale = decay_scale(E, r, x).repeat_interleave(S)  # (P,)
     flat_x = x.reshape(E * S, K)
-    u = (weight @ flat_x.T) * scale  # (N, P)
+    u = (weight @ flat_x.T).mul_(scale)  # (N, P)
     if S == 1 and bool(valid.all()):  # one slot, every position valid: one reduction
         fires = u.amax(1) >= threshold[:, 0]
     else:
@@ -155,45 +155,38 @@ def sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan="au
     return out.T.reshape(E, S, N), won.T.reshape(E, S, N)
 
 
-def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, scan="auto", oja=False):
-    """CPU solver: one matmul for all projections, then compiled per-neuron scans."""
+def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, out, scan="auto", oja=False):
+    """CPU solver: one matmul for all projections, then compiled per-neuron scans that update
+    ``weight`` and ``threshold`` in place and write the fired values straight into the output."""
     E, S, K = x.shape
     P = E * S
     r = 1.0 - t_decay
     flat_x, scale, u, fires = scaled_projections(x, valid, weight, threshold, r)
-    flat_valid = valid.reshape(P)
-    out = x.new_zeros(P, weight.shape[0])
-    idx = fires.nonzero().squeeze(1)  # (A,) neurons that fire somewhere in the chunk
-    if idx.numel():
-        A = idx.numel()
-        u_a, level, out_a = u[idx].contiguous(), threshold[idx].contiguous(), x.new_zeros(A, P)
-        slot = torch.arange(P).remainder_(S)
-        args = (kernels.as_array(flat_valid), kernels.as_array(slot), level.numpy())
-        if scan == "gram" or (scan == "auto" and gram_pays(P, A, K)):
+    fired = out.view(P, -1)  # (P, N)
+    neurons = fires.nonzero().squeeze(1)  # (A,) neurons that fire somewhere in the chunk
+    if neurons.numel():
+        positions = (kernels.as_array(valid.reshape(P)), kernels.as_array(torch.arange(P).remainder_(S)),
+                     neurons.numpy())
+        state = (kernels.as_array(flat_x), weight.numpy(), threshold.numpy())
+        if scan == "gram" or (scan == "auto" and gram_pays(P, neurons.numel(), K)):
             gram = (flat_x @ flat_x.T) * scale  # (P, P)
-            coef_x, coef_w = x.new_zeros(A, P), x.new_zeros(A)
-            kernels.scan_gram(u_a.numpy(), gram.numpy(), (1.0 / scale).numpy(), *args, w_boost,
-                              out_a.numpy(), coef_x.numpy(), coef_w.numpy(), oja)
-            w = coef_w.unsqueeze(1) * weight[idx] + coef_x @ flat_x  # (A, K)
+            kernels.scan_gram(u.numpy(), gram.numpy(), (1.0 / scale).numpy(), *positions, *state,
+                              w_boost, fired.numpy(), oja)
         else:
-            w = weight[idx].contiguous()
-            kernels.scan_direct(u_a.numpy(), kernels.as_array(flat_x), w.numpy(), scale.numpy(),
-                                *args, w_boost, out_a.numpy(), oja)
-        weight[idx] = w if oja else w / w.norm(dim=1, keepdim=True)
-        threshold[idx] = level
-        out[:, idx] = out_a.T
+            kernels.scan_direct(u.numpy(), state[0], scale.numpy(), *positions, *state[1:],
+                                fired.numpy(), w_boost, oja)
     threshold.mul_(r ** E)
-    return out.view(E, S, -1)
+    return out
 
 
-def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, oja=False):
+def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, out, oja=False):
     """Device-generic solver: firing rounds vectorised over neurons (see the module docstring)."""
     E, S, K = x.shape
     N = weight.shape[0]
     r = 1.0 - t_decay
     scale = decay_scale(E, r, x)  # (E,)
     flat_x = x.reshape(E * S, K)  # (P, K), position p = e * S + s
-    out = x.new_zeros(E * S, N)
+    fired_values = out.view(E * S, N)
 
     projections = flat_x @ weight.T  # (P, N)
     scaled = projections.view(E, S, N) * scale.view(E, 1, 1)
@@ -203,7 +196,7 @@ def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, oja=False):
     any_fire = fires.any(0)  # (N,)
     if not bool(any_fire.any()):
         threshold.mul_(r ** E)
-        return out.view(E, S, N)
+        return out
 
     idx = any_fire.nonzero().squeeze(1)  # (A,) neurons that fire at least once
     w = weight[idx]  # (A, K)
@@ -218,7 +211,7 @@ def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, oja=False):
     while True:
         first = fires.to(torch.uint8).argmax(0)  # (A,) first firing position of each neuron
         y = values[first, cols]  # (A,)
-        out[first, idx] = y
+        fired_values[first, idx] = y
         if oja:
             w += (w_boost * y).unsqueeze(1) * (flat_x[first] - y.unsqueeze(1) * w)
         else:
@@ -240,7 +233,7 @@ def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, oja=False):
             idx, w, lev, fires, values = idx[still], w[still], lev[:, still], fires[:, still], values[:, still]
             cols = torch.arange(idx.numel(), device=x.device)
     threshold.mul_(r ** E)
-    return out.view(E, S, N)
+    return out
 
 
 def top_k_mask(values, fired, k):
@@ -253,59 +246,99 @@ def top_k_mask(values, fired, k):
     return torch.zeros_like(fired).scatter_(-1, top, True) & fired
 
 
-def batch_chunk(x, valid, weight, threshold, w_boost, t_decay, *, rule="frontprop", k_winners=None,
-                k_output=False, repulsion=0.0, repulsion_cosine=0.9):
+def batch_chunk(x, valid, weight, threshold, w_boost, t_decay, out, solver=None, *, rule="frontprop",
+                k_winners=None, k_output=False, repulsion=0.0, repulsion_cosine=0.9):
     """The parallel mini-batch variant, in place on ``weight`` and ``threshold``.
 
-    Every position sees the weights of the chunk start, and thresholds decayed by step as in
-    sequential mode (``t * r**e`` at step e), so firing decisions are made in parallel. Updates of
+    Every position sees the weights of the chunk start; the thresholds follow the stream exactly
+    as in sequential mode (a firing sets the neuron's threshold at that slot to y, every
+    threshold decays once per step). So a neuron fires where its chunk-start projection reaches
+    the running level: the decayed start threshold, or its last firing value, decayed since.
+    This is sequential mode with the weight updates held to the chunk end, where the updates of
     a neuron that fired at k positions combine into one move toward the mean m of those inputs,
     worth k sequential steps: ``w <- normalise(w + (1 - (1 - w_boost)**k) * (m - w))`` (k = 1 is
-    exactly the sequential update). Each threshold slot that fired takes its strongest firing
-    value, decayed over the steps after it, ``max_e y_e * r**(E - e)``; the others decay by r**E.
-    Shapes as in :func:`sequential_chunk`; returns the fired values, (E, S, N).
+    exactly the sequential update). Shapes and ``out`` as in :func:`sequential_chunk`.
 
-    Switches: ``k_winners``: only the k most excited fired neurons of each position count as
-    firings for the update and the thresholds (``k_output``: and for the output). ``rule="oja"``:
-    the summed Oja update ``w + w_boost * sum_e y_e (x_e - y_e w)`` over those positions, not
-    renormalised. ``repulsion``: each learning neuron adds ``repulsion * (w - w_m) / |w - w_m|`` once
-    per chunk for each neuron m whose chunk-start weights have cosine > ``repulsion_cosine``
-    with its own.
+    Switches: ``k_winners``: at each position only the k most excited fired neurons learn (their
+    firings move the weights and their thresholds; ``k_output``: only they output).
+    ``rule="oja"``: the summed Oja update ``w + w_boost * sum_e y_e (x_e - y_e w)`` over those
+    positions, not renormalised. ``repulsion``: each learning neuron adds
+    ``repulsion * (w - w_m) / |w - w_m|`` once per chunk for each neuron m whose chunk-start
+    weights have cosine > ``repulsion_cosine`` with its own.
+
+    Solvers: "compiled" (CPU) walks the positions in ``kernels.batch_walk`` and moves the plain
+    rule's weights with ``kernels.batch_move``, touching only the firings; "tensor" (the default
+    on other devices) finds the firings of the plain rule from a running maximum over the chunk
+    and moves the weights with matmuls (with ``k_winners`` neurons interact: the walk runs on
+    CPU). ``solver`` forces one (tests use it).
     """
     E, S, K = x.shape
     N = weight.shape[0]
     r = 1.0 - t_decay
+    if k_winners is not None and k_winners >= N:
+        k_winners = None  # every fired neuron is among the k most excited
+    if solver is None:
+        solver = "compiled" if x.device.type == "cpu" else "tensor"
     scale = decay_scale(E, r, x)  # (E,)
     flat_x = x.reshape(E * S, K)  # (P, K)
-    values = (flat_x @ weight.T).view(E, S, N)
-    fired = (values * scale.view(E, 1, 1) >= threshold.T) & valid.unsqueeze(-1)  # (E, S, N)
-    learn = top_k_mask(values, fired, k_winners)
-    out = values * (learn if k_output else fired)
-
-    count = learn.sum(dim=(0, 1))  # (N,)
-    learners = count > 0
-    if bool(learners.any()):
-        w = weight[learners]
-        if rule == "oja":
-            y = (values * learn).view(E * S, N)[:, learners]  # (P, L) y where learned, else 0
-            w = w + w_boost * (y.T @ flat_x - y.pow(2).sum(0).unsqueeze(1) * w)
-        else:
-            sums = learn.view(E * S, N).T.to(x.dtype) @ flat_x  # (N, K)
-            k = count[learners].to(x.dtype).unsqueeze(1)
-            step = 1.0 - (1.0 - w_boost) ** k
-            w = w + step * (sums[learners] / k - w)
-        if repulsion > 0:
-            norms = weight.norm(dim=1)
-            dots = weight[learners] @ weight.T  # (L, N)
-            close = dots > repulsion_cosine * norms[learners].unsqueeze(1) * norms
-            close[torch.arange(len(w)), learners.nonzero().squeeze(1)] = False
-            dist = (norms[learners].unsqueeze(1) ** 2 + norms ** 2 - 2 * dots).clamp_min(0).sqrt()
-            push = torch.where(close & (dist > 0), repulsion / dist.clamp_min(1e-30), dist.new_zeros(()))
-            w = w + push.sum(1, keepdim=True) * weight[learners] - push @ weight
-        weight[learners] = w if rule == "oja" else w / w.norm(dim=1, keepdim=True)
-        # Strongest firing per slot, expressed as a scaled level (see module docstring).
-        levels = torch.where(learn, values * scale.view(E, 1, 1), values.new_tensor(-math.inf))
-        best = levels.amax(dim=0).T  # (N, S)
-        threshold.copy_(torch.where(best > -math.inf, best, threshold))
+    values = flat_x @ weight.T  # (P, N)
+    if solver == "tensor" and k_winners is None:
+        scaled = (values.view(E, S, N) * scale.view(E, 1, 1)).masked_fill_(~valid.unsqueeze(-1), -math.inf)
+        running = scaled.cummax(0).values  # (E, S, N) highest scaled value up to each step
+        before = torch.cat([torch.full_like(running[:1], -math.inf), running[:-1]])
+        learn = (scaled >= torch.maximum(before, threshold.T)).view(E * S, N)
+        torch.mul(values, learn, out=out.view(E * S, N))
+        threshold.copy_(torch.maximum(threshold, running[-1].T))
+    else:
+        learn = batch_firings(values, scale.repeat_interleave(S), valid.reshape(E * S),
+                              torch.arange(E * S, device=x.device).remainder_(S), threshold,
+                              k_winners or 0, k_output, out.view(E * S, N))
+    if solver == "compiled" and rule == "frontprop" and repulsion == 0 and x.device.type == "cpu":
+        kernels.batch_move(learn.numpy(), kernels.as_array(flat_x), weight.numpy(), w_boost)
+    else:
+        batch_move(flat_x, learn, values, weight, w_boost, rule, repulsion, repulsion_cosine)
     threshold.mul_(r ** E)
     return out
+
+
+def batch_firings(values, scale, valid, slot, threshold, k_winners, k_output, out):
+    """Run ``kernels.batch_walk`` (on CPU; other devices copy there and back). Flat shapes:
+    values and out (P, N) (zeros in, fired values out), scale, valid and slot (P,); threshold
+    (N, S) becomes the chunk-end level. Returns where each neuron learned, (P, N) bool."""
+    cpu = values.device.type == "cpu"
+    level = threshold.cpu().contiguous()
+    fired = out if cpu else torch.zeros(out.shape, dtype=out.dtype)
+    learn = torch.zeros(values.shape, dtype=torch.bool)
+    kernels.batch_walk(kernels.as_array(values.cpu()), kernels.as_array(scale.cpu()),
+                       kernels.as_array(valid.cpu()), kernels.as_array(slot.cpu()), level.numpy(),
+                       k_winners, k_output, fired.numpy(), learn.numpy())
+    threshold.copy_(level)
+    if not cpu:
+        out.copy_(fired)
+    return learn.to(values.device)
+
+
+def batch_move(flat_x, learn, values, weight, w_boost, rule, repulsion, repulsion_cosine):
+    """The batch weight update with tensors (any device, any switch): flat_x (P, K), learn and
+    values (P, N); in place on weight (N, K)."""
+    count = learn.sum(0)  # (N,)
+    learners = count > 0
+    if not bool(learners.any()):
+        return
+    w = weight[learners]
+    if rule == "oja":
+        y = (values * learn)[:, learners]  # (P, L) y where learned, else 0
+        w = w + w_boost * (y.T @ flat_x - y.pow(2).sum(0).unsqueeze(1) * w)
+    else:
+        sums = learn[:, learners].T.to(flat_x.dtype) @ flat_x  # (L, K)
+        k = count[learners].to(flat_x.dtype).unsqueeze(1)
+        w = w + (1.0 - (1.0 - w_boost) ** k) * (sums / k - w)
+    if repulsion > 0:
+        norms = weight.norm(dim=1)
+        dots = weight[learners] @ weight.T  # (L, N)
+        close = dots > repulsion_cosine * norms[learners].unsqueeze(1) * norms
+        close[torch.arange(len(w)), learners.nonzero().squeeze(1)] = False
+        dist = (norms[learners].unsqueeze(1) ** 2 + norms ** 2 - 2 * dots).clamp_min(0).sqrt()
+        push = torch.where(close & (dist > 0), repulsion / dist.clamp_min(1e-30), dist.new_zeros(()))
+        w = w + push.sum(1, keepdim=True) * weight[learners] - push @ weight
+    weight[learners] = w if rule == "oja" else w / w.norm(dim=1, keepdim=True)

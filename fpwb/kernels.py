@@ -1,18 +1,25 @@
-"""Compiled per-neuron scans for the exact sequential rule on CPU (numba).
+"""Compiled kernels for the Frontprop rule on CPU (numba).
 
-Neurons never interact under the Frontprop rule, so each neuron can walk a chunk of positions on
-its own. The scans run single-threaded on purpose: numba's worker threads and torch's (which run
-the matmuls around them) spin against each other, and measured ten times slower in parallel. Both
-scans take scaled projections ``u = (w . x) * r**-e``
-and scaled threshold levels (see ``fpwb.engine``), and stop doing work for a neuron that does not
-fire. They differ in how a neuron's later projections follow its weight change:
+Neurons never interact under the plain rule, so each neuron can walk a chunk of positions on its
+own. The kernels run single-threaded on purpose: numba's worker threads and torch's (which run
+the matmuls around them) spin against each other, and measured ten times slower in parallel. They
+work in place on the layer's full arrays (no gathered copies), write fired values straight into
+the (positions, neurons) output, and finish each moved neuron's weights themselves.
+
+The sequential scans take scaled projections ``u = (w . x) * r**-e`` and scaled threshold levels
+(see ``fpwb.engine``), and do no work for a neuron that does not fire. They differ in how a
+neuron's later projections follow its weight change:
 
 - ``scan_gram`` (wide inputs, few positions): after a firing at i with value y, the new weight is
   (a w + b x_i) / n with a = 1 - w_boost, b = w_boost and n = sqrt(a^2 + b^2 + 2 a b y) (unit w and
   x), so every later projection updates from the chunk's Gram matrix in O(positions), and the
-  final weight is a linear combination of the start weight and the inputs it fired on.
+  final weight is a linear combination of the start weight and the inputs it fired on, summed
+  over those inputs only (a neuron fires on a few positions of a chunk).
 - ``scan_direct`` (narrow inputs such as conv patches): the weight is updated in place exactly as
   in the per-sample rule and later projections are recomputed as dot products, O(inputs) each.
+
+``batch_walk`` and ``batch_move`` are the batch rule's firing decisions and weight update, and
+``scan_positions`` the position-major walk for the switches under which neurons interact.
 """
 import math
 
@@ -20,23 +27,40 @@ import numba
 import numpy as np
 
 
+@numba.njit(cache=True, fastmath=True)
+def _dot(a, b):
+    """a . b with reassociation allowed (SIMD; a strict left-to-right sum waits on every add)."""
+    acc = 0.0
+    for k in range(a.shape[0]):
+        acc += a[k] * b[k]
+    return acc
+
+
 @numba.njit(cache=True)
-def scan_gram(u, gram, inv_scale, valid, slot, level, w_boost, out, coef_x, coef_w, oja=False):
-    """u (A, P) scaled projections, gram (P, P) scaled ``x_i . x_k * r**-e_k``; in place:
-    level (A, S), out (A, P) fired values, coef_x (A, P) and coef_w (A,) giving the final weights
-    ``coef_w * w + coef_x @ x`` (before a last renormalisation; none under Oja's rule, whose
-    update ``w + w_boost y (x - y w)`` is already of this form with c = 1 - w_boost y^2,
-    d = w_boost y)."""
+def scan_gram(u, gram, inv_scale, valid, slot, neurons, x, weight, level, w_boost, out, oja=False):
+    """Scan the given neurons with the Gram matrix, in place on the full arrays.
+
+    u (N, P) scaled projections (the rows of ``neurons`` are consumed), gram (P, P) scaled
+    ``x_i . x_k * r**-e_k``, x (P, K) unit rows; in place: weight (N, K), level (N, S) and
+    out (P, N) fired values. A neuron's final weight is ``keep * w + sum_f coef_f * x_f`` over
+    the positions f where it fired, renormalised (not under Oja's rule, whose update
+    ``w + w_boost y (x - y w)`` is of the same form with c = 1 - w_boost y^2, d = w_boost y).
+    """
     a = 1.0 - w_boost
-    n_neurons, n_pos = u.shape
-    for j in range(n_neurons):
+    n_pos = u.shape[1]
+    dim = x.shape[1]
+    fired_at = np.empty(n_pos, np.int64)
+    coef = np.empty(n_pos, x.dtype)  # the inputs' dtype keeps the weight sums below vectorised
+    for j in neurons:
+        proj, lev = u[j], level[j]  # (P,), (S,)
         keep = 1.0  # coefficient of the start weight so far
+        n_fired = 0
         for i in range(n_pos):
-            if not valid[i] or u[j, i] < level[j, slot[i]]:
+            if not valid[i] or proj[i] < lev[slot[i]]:
                 continue
-            y = u[j, i] * inv_scale[i]
-            out[j, i] = y
-            level[j, slot[i]] = u[j, i]
+            y = proj[i] * inv_scale[i]
+            out[i, j] = y
+            lev[slot[i]] = proj[i]
             if oja:
                 c = 1.0 - w_boost * y * y
                 d = w_boost * y
@@ -44,61 +68,152 @@ def scan_gram(u, gram, inv_scale, valid, slot, level, w_boost, out, coef_x, coef
                 norm = math.sqrt(a * a + w_boost * w_boost + 2.0 * a * w_boost * y)
                 c = a / norm
                 d = w_boost / norm
+            cu, du = u.dtype.type(c), u.dtype.type(d)  # one dtype: the update vectorises
+            gram_row = gram[i]
             for k in range(i + 1, n_pos):
-                u[j, k] = c * u[j, k] + d * gram[i, k]
+                proj[k] = cu * proj[k] + du * gram_row[k]
             keep *= c
-            coef_x[j, i] = d / keep  # times the final ``keep``: the decay of later updates
-        coef_w[j] = keep
-        if keep != 1.0:
-            for i in range(n_pos):
-                coef_x[j, i] *= keep
+            for f in range(n_fired):  # earlier inputs shrink with the weight they joined
+                coef[f] *= c
+            fired_at[n_fired] = i
+            coef[n_fired] = d
+            n_fired += 1
+        if n_fired == 0:
+            continue
+        w = weight[j]
+        keep_w = weight.dtype.type(keep)
+        for k in range(dim):
+            w[k] *= keep_w
+        for f in range(n_fired):
+            inputs = x[fired_at[f]]
+            for k in range(dim):
+                w[k] += coef[f] * inputs[k]
+        if not oja:
+            _normalise(w)
 
 
 @numba.njit(cache=True)
-def scan_direct(u, x, weight, scale, valid, slot, level, w_boost, out, oja=False):
-    """u (A, P) scaled projections with the start weights, x (P, K) unit rows; in place:
-    weight (A, K), level (A, S), out (A, P) fired values. ``oja``: Oja's update, no
-    renormalisation."""
-    n_neurons, n_pos = u.shape
+def _normalise(w):
+    """Scale the vector w to unit length, in place."""
+    norm = math.sqrt(_dot(w, w))
+    for k in range(w.shape[0]):
+        w[k] /= norm
+
+@numba.njit(cache=True)
+def scan_direct(u, x, scale, valid, slot, neurons, weight, level, out, w_boost, oja=False):
+    """Scan the given neurons with dot products, in place on the full arrays.
+
+    u (N, P) scaled projections with the start weights, x (P, K) unit rows; in place: weight
+    (N, K), level (N, S), out (P, N) fired values. ``oja``: Oja's update, no renormalisation.
+    """
+    n_pos = u.shape[1]
     dim = x.shape[1]
-    for j in range(n_neurons):
+    for j in neurons:
         moved = False
         for i in range(n_pos):
             if not valid[i]:
                 continue
             if moved:
-                y = 0.0
-                for k in range(dim):
-                    y += weight[j, k] * x[i, k]
+                y = _dot(weight[j], x[i])
                 scaled = y * scale[i]
             else:
                 scaled = u[j, i]
                 y = scaled / scale[i]
             if scaled < level[j, slot[i]]:
                 continue
-            out[j, i] = y
+            out[i, j] = y
             level[j, slot[i]] = scaled
             if oja:
                 for k in range(dim):
                     weight[j, k] += w_boost * y * (x[i, k] - y * weight[j, k])
             else:
-                norm = 0.0
                 for k in range(dim):
                     weight[j, k] += w_boost * (x[i, k] - weight[j, k])
-                    norm += weight[j, k] * weight[j, k]
-                norm = math.sqrt(norm)
-                for k in range(dim):
-                    weight[j, k] /= norm
+                _normalise(weight[j])
             moved = True
 
 
-@numba.njit(cache=True, fastmath=True)
-def _dot(a, b):
-    """a . b with reassociation allowed (SIMD): the repulsion's cosines with every neuron."""
-    acc = 0.0
-    for k in range(a.shape[0]):
-        acc += a[k] * b[k]
-    return acc
+@numba.njit(cache=True)
+def batch_walk(values, scale, valid, slot, level, k_winners, k_output, out, learned):
+    """Firing decisions of one batch chunk (see ``fpwb.engine.batch_chunk``): every position sees
+    the chunk-start weights, thresholds follow the stream as in sequential mode.
+
+    values (P, N) projections with the chunk-start weights, scale (P,) the decay scale of each
+    position's step; in place: level (N, S) scaled levels (chunk-start thresholds in, levels at
+    the chunk end before its decay out), out (P, N) fired values (zeros in; with ``k_output``
+    the winners' only) and learned (P, N) where a neuron learned: it fired and, with
+    ``k_winners`` > 0, was among the k most excited (ties go to the lower index).
+    """
+    n_pos, n_neurons = values.shape
+    fired = np.empty(n_neurons, np.int64)
+    fired_u = np.empty(n_neurons)
+    chosen = np.zeros(n_neurons, np.bool_)
+    for i in range(n_pos):
+        if not valid[i]:
+            continue
+        s = slot[i]
+        n_fired = 0
+        for j in range(n_neurons):
+            scaled = values[i, j] * scale[i]
+            if scaled >= level[j, s]:
+                fired[n_fired] = j
+                fired_u[n_fired] = scaled
+                n_fired += 1
+        every = k_winners == 0 or n_fired <= k_winners
+        for f in range(n_fired):
+            chosen[f] = every
+        if not every:
+            for _ in range(k_winners):
+                best = -1
+                for f in range(n_fired):
+                    if not chosen[f] and (best < 0 or fired_u[f] > fired_u[best]):
+                        best = f
+                chosen[best] = True
+        for f in range(n_fired):
+            j = fired[f]
+            if chosen[f]:
+                learned[i, j] = True
+                level[j, s] = fired_u[f]
+            if chosen[f] or not k_output:
+                out[i, j] = values[i, j]
+
+
+@numba.njit(cache=True)
+def batch_move(learned, x, weight, w_boost):
+    """The batch rule's weight update, in place: each neuron that learned at k positions moves
+    once, ``normalise((1 - step) w + (step / k) * sum of those inputs)`` with
+    step = 1 - (1 - w_boost)**k. learned (P, N) bool, x (P, K) unit rows, weight (N, K).
+    Works on the learned entries only (a neuron learns at a few positions of a chunk), one
+    neuron at a time so that its weights stay in cache while its inputs are added."""
+    n_pos, n_neurons = learned.shape
+    start = np.zeros(n_neurons + 1, np.int64)  # positions of neuron j: at[start[j]:start[j + 1]]
+    for i in range(n_pos):
+        for j in range(n_neurons):
+            start[j + 1] += learned[i, j]
+    for j in range(n_neurons):
+        start[j + 1] += start[j]
+    at = np.empty(start[n_neurons], np.int64)
+    filled = start[:-1].copy()
+    for i in range(n_pos):
+        for j in range(n_neurons):
+            if learned[i, j]:
+                at[filled[j]] = i
+                filled[j] += 1
+    for j in range(n_neurons):
+        k = start[j + 1] - start[j]
+        if k == 0:
+            continue
+        step = 1.0 - (1.0 - w_boost) ** k
+        keep = weight.dtype.type(1.0 - step)
+        share = weight.dtype.type(step / k)  # the weight of each of the neuron's inputs
+        w = weight[j]
+        for d in range(w.shape[0]):
+            w[d] *= keep
+        for f in range(start[j], start[j + 1]):
+            row = x[at[f]]
+            for d in range(w.shape[0]):
+                w[d] += share * row[d]
+        _normalise(w)
 
 
 @numba.njit(cache=True)
@@ -232,6 +347,16 @@ def scan_positions(u, x, gram, weight, scale, valid, slot, active, level, w_boos
             if use_gram:
                 for p in range(i + 1, n_pos):
                     u[j, p] = new_u[l, p]
+
+
+@numba.njit(cache=True)
+def count_fired(out, counts):
+    """counts (N,) += the number of positive entries in each column of out (P, N): one pass,
+    no (P, N) temporaries."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            if out[i, j] > 0:
+                counts[j] += 1
 
 
 def as_array(t):

@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from fpwb import FpConv2d
-from reference import reference_conv
+from reference import reference_conv, reference_conv_batch
 from state import assert_same_state, state
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -55,6 +55,24 @@ def test_output_shape_matches_nn_conv2d(kernel_size, stride, padding):
     assert fp(X).shape == ref(X).shape
     assert fp.weight.shape == ref.weight.shape
     assert fp.threshold.shape == (4, *ref(X).shape[2:])
+
+
+@pytest.mark.parametrize("solver", [None, "compiled", "tensor"])
+def test_batch_mode_matches_its_reference(solver):
+    X = digit_images(60, channels=2)
+    X[7] = 0  # skipped: not a step of its chunk
+    layer = FpConv2d(2, 6, (3, 2), (1, 2), (1, 0), mode="batch", t_decay=0.05, seed=0,
+                     dtype=torch.float64, normalize_output=False, chunk_size=320)  # 10 samples
+    layer.solver = solver
+    Ho, Wo = layer.output_size(8, 8)
+    t0 = torch.ones(6, Ho, Wo, dtype=torch.float64)
+    ref_out, ref_W, ref_t = reference_conv_batch(layer.weight, t0, X, 0.02, 0.05, chunk=10,
+                                                 stride=layer.stride, padding=layer.padding)
+    out = layer(X)
+    assert (ref_out > 0).sum() > 1000, "the schedule should fire often"
+    assert (out - ref_out).abs().max() < 1e-9
+    assert (layer.weight - ref_W).abs().max() < 1e-9
+    assert (layer.threshold - ref_t).abs().max() < 1e-9
 
 
 def test_batch_mode_learns_and_keeps_shapes():

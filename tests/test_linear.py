@@ -59,10 +59,12 @@ def test_sequential_is_independent_of_batching():
     assert (whole.weight - parts.weight).abs().max() < 1e-9
 
 
-def test_batch_mode_matches_its_reference():
+@pytest.mark.parametrize("solver", [None, "compiled", "tensor"])
+def test_batch_mode_matches_its_reference(solver):
     X = digits(8, repeat=1)
     layer = FpLinear(64, 40, t_decay=0.003, mode="batch", chunk_size=32, seed=3,
                      dtype=torch.float64, normalize_output=False)
+    layer.solver = solver
     W0, t0 = layer.weight.clone(), layer.threshold.clone().view(-1, 1)
     out = layer(X)
     ref_out, ref_W, ref_t = reference_batch(W0, t0, X, 0.02, 0.003, chunk=32)

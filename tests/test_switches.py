@@ -88,14 +88,16 @@ def test_conv_sequential_matches_reference(name, solver):
     assert (layer.threshold - ref_t).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("solver", [None, "tensor"])
 @pytest.mark.parametrize("name", COMBOS)
-def test_linear_batch_matches_reference(name):
+def test_linear_batch_matches_reference(name, solver):
     X = digits(400)
-    layer = FpLinear(64, 30, t_decay=0.005, mode="batch", chunk_size=32, seed=3,
+    layer = FpLinear(64, 30, t_decay=0.01, mode="batch", chunk_size=32, seed=3,
                      dtype=torch.float64, normalize_output=False, **COMBOS[name])
+    layer.solver = solver
     W0, t0 = layer.weight.clone(), layer.threshold.clone().view(-1, 1)
     out = layer(X)
-    ref_out, ref_W, ref_t = reference_batch(W0, t0, X, 0.02, 0.005, 32, **COMBOS[name])
+    ref_out, ref_W, ref_t = reference_batch(W0, t0, X, 0.02, 0.01, 32, **COMBOS[name])
     assert (ref_out > 0).sum() > 100
     assert (out - ref_out).abs().max() < 1e-9
     assert (layer.weight - ref_W).abs().max() < 1e-9
