@@ -51,13 +51,15 @@ def reference_loop(weight, threshold, X, w_boost, t_decay):
         t *= r
 
 
-def timed(fn, repeats: int = 1) -> float:
-    """Seconds fn takes, the best of ``repeats`` runs (the least disturbed by other work)."""
-    best = float("inf")
+def fastest(cases: dict, repeats: int) -> dict:
+    """Seconds each case takes, the fastest of ``repeats`` runs. The cases run interleaved, round
+    by round, so that a slow spell of the shared machine hits them alike."""
+    best = dict.fromkeys(cases, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        for name, run in cases.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -67,42 +69,52 @@ def feed(layer, X, batch: int = 1000):
     return torch.cat(fired).float()
 
 
-def linear_rows(X, repeats):
-    rows = []
+def linear_cases(X, schedule: dict) -> dict:
+    """The four FpLinear cases of one schedule, each from the same start state (seed 0)."""
     D = X.shape[1]
-    for name, kwargs in SCHEDULES.items():
-        start = FpLinear(D, 1000, seed=0, **kwargs)
-        fired = []
-        t_ref = timed(lambda: reference_loop(start.weight, start.threshold, X, **kwargs), repeats)
-        t_seq = timed(lambda: fired.append(feed(FpLinear(D, 1000, seed=0, **kwargs), X)), repeats)
-        t_bat = timed(lambda: feed(FpLinear(D, 1000, seed=0, mode="batch", **kwargs), X), repeats)
-        t_floor = timed(lambda: [F.normalize(x, dim=1) @ start.weight.T for x in X.split(1000)], repeats)
-        fired = fired[0]
+    start = FpLinear(D, 1000, seed=0, **schedule)
+    return {"reference": lambda: reference_loop(start.weight, start.threshold, X, **schedule),
+            "sequential": lambda: feed(FpLinear(D, 1000, seed=0, **schedule), X),
+            "batch": lambda: feed(FpLinear(D, 1000, seed=0, mode="batch", **schedule), X),
+            "floor": lambda: [F.normalize(x, dim=1) @ start.weight.T for x in X.split(1000)]}
+
+
+def linear_rows(X, repeats):
+    cases = {(name, case): run for name, schedule in SCHEDULES.items()
+             for case, run in linear_cases(X, schedule).items()}
+    seconds = fastest(cases, repeats)
+    rows = []
+    for name, schedule in SCHEDULES.items():
+        fired = feed(FpLinear(X.shape[1], 1000, seed=0, **schedule), X)
         silent = int((fired.cumsum(0) == 0).sum())
-        rows.append((name, len(X) / t_ref, len(X) / t_seq, len(X) / t_bat, len(X) / t_floor,
+        rate = {case: len(X) / seconds[name, case] for case in ("reference", "sequential", "batch", "floor")}
+        rows.append((name, rate["reference"], rate["sequential"], rate["batch"], rate["floor"],
                      silent, float(fired[silent:].mean()) if silent < len(X) else 0.0))
     return rows
 
 
 def switch_rows(X, repeats):
     """Sequential and batch samples/s on the dense schedule with the switches on (and off)."""
-    rows = []
-    for name, switches in {"plain rule": {}, **SWITCHES}.items():
-        rates = []
-        for mode in ("sequential", "batch"):
-            make = lambda: FpLinear(X.shape[1], 1000, seed=0, mode=mode, **SCHEDULES["dense"], **switches)
-            rates.append(len(X) / timed(lambda: feed(make(), X), repeats))
-        rows.append((name, *rates))
-    return rows
+    def make(mode, switches):
+        return lambda: feed(FpLinear(X.shape[1], 1000, seed=0, mode=mode, **SCHEDULES["dense"],
+                                     **switches), X)
+    configs = {"plain rule": {}, **SWITCHES}
+    seconds = fastest({(name, mode): make(mode, switches) for name, switches in configs.items()
+                       for mode in ("sequential", "batch")}, repeats)
+    return [(name, len(X) / seconds[name, "sequential"], len(X) / seconds[name, "batch"])
+            for name in configs]
 
 
 def conv_rows(X, n_seq: int, n_batch: int, repeats):
-    rows = []
-    for mode, n in (("sequential", n_seq), ("batch", n_batch)):
-        make = lambda: FpConv2d(1, 16, 5, padding=2, seed=0, mode=mode)
-        elapsed = timed(lambda: [layer(x) for layer in [make()] for x in X[:n].split(250)], repeats)
-        rows.append((mode, n / elapsed))
-    return rows
+    def make(mode, n):
+        def run():
+            layer = FpConv2d(1, 16, 5, padding=2, seed=0, mode=mode)
+            for x in X[:n].split(250):
+                layer(x)
+        return run
+    sizes = {"sequential": n_seq, "batch": n_batch}
+    seconds = fastest({mode: make(mode, n) for mode, n in sizes.items()}, repeats)
+    return [(mode, n / seconds[mode]) for mode, n in sizes.items()]
 
 
 def main(argv=None):
@@ -111,7 +123,7 @@ def main(argv=None):
     parser.add_argument("--conv-samples", type=int, default=5_000)
     parser.add_argument("--switch-samples", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=3,
-                        help="time each case this many times and keep the fastest run")
+                        help="time each case this many times (interleaved) and keep the fastest run")
     parser.add_argument("--out", help="also write the printed figures to this file")
     args = parser.parse_args(argv)
 
@@ -121,7 +133,7 @@ def main(argv=None):
             FpLinear(784, 1000, mode=mode, **SCHEDULES["dense"], **switches)(X[:3000].flatten(1))
         FpConv2d(1, 16, 5, padding=2, mode=mode)(X[:50])
     lines = [f"Data: {name}, {args.samples} samples; torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads; each figure the fastest of {args.repeats} runs", "",
+             f"{torch.get_num_threads()} threads; each figure the fastest of {args.repeats} interleaved runs", "",
              "FpLinear 784 -> 1000, samples/s (ratios in brackets)",
              f"{'schedule':<10}{'reference':>12}{'sequential':>22}{'batch':>22}{'x @ W.T':>12}"
              f"{'silent start':>14}{'fired/sample after':>20}"]

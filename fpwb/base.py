@@ -10,6 +10,8 @@ from . import engine, kernels
 
 MODES = ("sequential", "batch")
 RULES = engine.RULES
+#: While nothing fires, the learning loop checks this many positions ahead with one matmul.
+SILENT_LOOKAHEAD = 1024
 #: Default of ``repulsion_cosine``: neurons closer than this (cosine of their weights) repel.
 REPULSION_COSINE = 0.9
 
@@ -248,19 +250,41 @@ class FpLayer(nn.Module):
         if E == 0:
             return x.new_zeros(0, S, weight.shape[0])
         steps = engine.max_steps(self.t_decay, max(1, self.chunk_size // S))
+        # Until the layer first fires, look ahead over a longer stretch: one large matmul instead
+        # of several chunk-sized ones (silent steps only decay the thresholds). Whole chunks, so
+        # that batch chunks keep their places in the stream. The choice depends on the state
+        # alone (fire_count), so a restored layer computes bit for bit what the original does.
+        lookahead = steps * max(1, engine.max_steps(self.t_decay, SILENT_LOOKAHEAD // S) // steps)
         solve = engine.sequential_chunk if self.mode == "sequential" else engine.batch_chunk
         out = x.new_zeros(E, S, weight.shape[0])  # (E, S, N), filled chunk by chunk
-        for start in range(0, E, steps):
+        start, quiet = 0, not bool(self.fire_count.any())
+        while start < E:
+            if quiet:
+                span = slice(start, start + lookahead)
+                skip = engine.silent_steps(x[span], valid[span], weight, threshold, self.t_decay)
+                quiet = skip == len(x[span])
+                if self.mode == "batch" and not quiet:
+                    skip -= skip % steps
+                threshold.mul_((1.0 - self.t_decay) ** skip)
+                start += skip
+                if quiet:
+                    continue
             chunk = slice(start, start + steps)
             solve(x[chunk], valid[chunk], weight, threshold, self.w_boost, self.t_decay, out[chunk],
                   solver=self.solver, **self.switches())
-        flat = out.view(-1, out.shape[-1])  # (E * S, N)
+            self._count_fired(out[chunk])
+            quiet = False
+            start += steps
+        self.samples_seen += E
+        return out
+
+    def _count_fired(self, out: torch.Tensor):
+        """Add the firings in out (..., N) to ``fire_count``."""
+        flat = out.reshape(-1, out.shape[-1])  # (E * S, N)
         if flat.device.type == "cpu":
             kernels.count_fired(flat.numpy(), self.fire_count.numpy())
         else:
             self.fire_count += (flat > 0).sum(0)
-        self.samples_seen += E
-        return out
 
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         """Scale each sample's output (B, ...) to unit length when normalize_output is on."""

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .base import REPULSION_COSINE, FpLayer, unit_rows
+from .base import REPULSION_COSINE, FpLayer
 
 
 class FpConv2d(FpLayer):
@@ -81,7 +81,7 @@ class FpConv2d(FpLayer):
         with torch.no_grad():
             if self.threshold is None:
                 self.threshold = x.new_ones(self.out_channels, Ho, Wo)
-            unit, valid = unit_rows(self.patches(x))  # (B, L, K), (B, L)
+            unit, valid = self.unit_patches(x)  # (B, L, K), (B, L)
             nonzero = valid.any(1)  # all-zero samples are skipped entirely
             if bool(nonzero.all()):
                 out = self._run(unit, valid, self.weight.view(self.out_channels, -1),
@@ -95,14 +95,21 @@ class FpConv2d(FpLayer):
             out = out.transpose(1, 2).reshape(B, self.out_channels, Ho, Wo)
             return self._finish(out)
 
-    def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """Every C x kH x kW input patch as a row, locations in raster order: (B, L, K), the rows
-        of ``F.unfold`` (one copy, straight from a strided view of the padded input)."""
+    def unit_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every C x kH x kW input patch as a unit row, locations in raster order: (B, L, K) (the
+        rows of ``F.unfold``, scaled), and which patches are non-zero, (B, L). The norms come
+        from one small convolution of x**2; the scaled patches are written in one pass, straight
+        from a strided view of the padded input."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        ones = x.new_ones(1, self.in_channels, kh, kw)
+        norm = F.conv2d(x * x, ones, stride=self.stride, padding=self.padding).sqrt_()  # (B, 1, Ho, Wo)
         padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
         windows = padded.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C, Ho, Wo, kH, kW)
         B, C, Ho, Wo = windows.shape[:4]
-        return windows.permute(0, 2, 3, 1, 4, 5).reshape(B, Ho * Wo, C * kh * kw)
+        unit = x.new_empty(B, Ho, Wo, C, kh, kw)
+        torch.div(windows.permute(0, 2, 3, 1, 4, 5),
+                  norm.view(B, Ho, Wo, 1, 1, 1).clamp_min(torch.finfo(x.dtype).tiny), out=unit)
+        return unit.view(B, Ho * Wo, C * kh * kw), (norm > 0).view(B, Ho * Wo)
 
     def reset_thresholds(self):
         """Forget the thresholds (and so the input size); the next forward starts them at 1.0."""

@@ -117,6 +117,17 @@ def scaled_projections(x, valid, weight, threshold, r):
     return flat_x, scale, u, fires
 
 
+def silent_steps(x, valid, weight, threshold, t_decay) -> int:
+    """How many leading steps of x (E, S, K) fire no neuron from the current state (E when none
+    does). Over those steps the layer only decays its thresholds, in either mode."""
+    E, S, _ = x.shape
+    _, _, u, fires = scaled_projections(x, valid, weight, threshold, 1.0 - t_decay)
+    if not bool(fires.any()):
+        return E
+    reached = (u.view(-1, E, S) >= threshold.unsqueeze(1)) & valid  # (N, E, S)
+    return int(reached.any(2).any(0).to(torch.uint8).argmax())
+
+
 def sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan="auto", oja=False,
                          k_winners=0, repulsion=0.0, repulsion_cosine=0.9):
     """Exact rule with interacting neurons, position by position (``kernels.scan_positions``).

@@ -74,6 +74,19 @@ def test_batch_mode_matches_its_reference(solver):
     assert (layer.threshold - ref_t.view(-1)).abs().max() < 1e-9
 
 
+def test_batch_chunks_keep_their_places_after_a_long_silent_start():
+    X = digits(8, repeat=2)
+    layer = FpLinear(64, 20, t_decay=0.0008, mode="batch", chunk_size=100, seed=4,
+                     dtype=torch.float64, normalize_output=False)
+    W0, t0 = layer.weight.clone(), layer.threshold.clone().view(-1, 1)
+    out = layer(X)
+    ref_out, ref_W, ref_t = reference_batch(W0, t0, X, 0.02, 0.0008, chunk=100)
+    first = int((ref_out > 0).any(1).to(torch.uint8).argmax())
+    assert first > 1100 and first % 100, "the first firing should come after a silent lookahead"
+    assert (out - ref_out).abs().max() < 1e-9
+    assert (layer.weight - ref_W).abs().max() < 1e-9
+
+
 def test_zero_samples_give_zero_and_change_nothing():
     layer = FpLinear(5, 3, t_decay=0.1, seed=0)
     before = state(layer)
