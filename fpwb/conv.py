@@ -21,7 +21,8 @@ class FpConv2d(FpLayer):
     location left them: a fired kernel moves toward that patch and its threshold *at that location*
     becomes y. After the last location of a sample, every threshold decays once by (1 - t_decay).
     All-zero samples change nothing. ``mode="batch"``: every location of every sample in a chunk
-    sees the kernels of the chunk start (see ``fpwb.engine.batch_chunk``).
+    sees the kernels of the chunk start, the thresholds run as in sequential mode, and each
+    kernel's updates combine at the chunk end (see ``fpwb.engine.batch_chunk``).
 
     Output (B, out_channels, H_out, W_out) as ``nn.Conv2d``'s: y where fired, 0 elsewhere, each
     sample scaled to unit length when ``normalize_output``.

@@ -16,14 +16,34 @@ def pattern_match(weight: torch.Tensor, patterns: torch.Tensor = SIMPLE_PATTERNS
     return (flat @ w.T).max(dim=1).values
 
 
-def learns_patterns(seed: int, *, n_neurons: int = 20, n_samples: int = 20_000, probs=None,
-                    noise: float = 0.0, cosine: float = 0.95, **layer_kwargs) -> bool:
-    """Train one FpLinear on a stream of the simple patterns; True if every pattern has a neuron
-    whose weights reach ``cosine`` with it. The stream and the layer share the seed."""
+def train_on_patterns(seed: int, *, n_neurons: int = 20, n_samples: int = 20_000, probs=None,
+                      noise: float = 0.0, **layer_kwargs) -> FpLinear:
+    """One FpLinear trained on a stream of the simple patterns; the stream and the layer share
+    the seed."""
     images, _ = simple_patterns(n_samples, probs=probs, noise=noise, seed=seed)
     layer = FpLinear(images[0].numel(), n_neurons, seed=seed, **layer_kwargs)
     layer(images.flatten(1))
-    return bool((pattern_match(layer.weight) >= cosine).all())
+    return layer
+
+
+def learns_patterns(seed: int, *, cosine: float = 0.95, **kwargs) -> bool:
+    """True if, after :func:`train_on_patterns`, every pattern has a neuron whose weights reach
+    ``cosine`` with it."""
+    return bool((pattern_match(train_on_patterns(seed, **kwargs).weight) >= cosine).all())
+
+
+def why_missed(layer: FpLinear, cosine: float = 0.95) -> dict:
+    """What a layer that missed patterns looks like: the missed patterns, how many neurons
+    never fired, how many of those have a negative cosine with every pattern (a threshold
+    decays toward 0 but never below it, so such a neuron can never fire), and how many
+    neurons hold a pattern (cosine >= ``cosine``)."""
+    flat = SIMPLE_PATTERNS.flatten(1).to(layer.weight.dtype)
+    cosines = (flat / flat.norm(dim=1, keepdim=True)) @ layer.weight.T  # (P, N)
+    never = layer.fire_count == 0
+    return {"missed": (cosines.max(dim=1).values < cosine).nonzero().flatten().tolist(),
+            "never_fired": int(never.sum()),
+            "never_fired_all_negative": int((never & (cosines.max(dim=0).values < 0)).sum()),
+            "holding_a_pattern": int((cosines.max(dim=0).values >= cosine).sum())}
 
 
 def success_rate(seeds, progress: bool = False, **kwargs) -> tuple[int, int]:

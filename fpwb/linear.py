@@ -16,8 +16,9 @@ class FpLinear(FpLayer):
     change nothing.
 
     ``mode="sequential"`` is the exact per-sample rule (sample i+1 sees the state sample i left),
-    computed in firing rounds rather than a loop over samples; ``mode="batch"`` lets a whole chunk
-    of ``chunk_size`` samples see the weights of the chunk start (see ``fpwb.engine.batch_chunk``).
+    computed without a loop over samples; ``mode="batch"`` lets a whole chunk of ``chunk_size``
+    samples see the weights of the chunk start while the thresholds run as in sequential mode,
+    and combines each neuron's updates at the chunk end (see ``fpwb.engine.batch_chunk``).
 
     Input: (B, in_features) or (in_features,). Output: (B, out_features) or (out_features,).
     State (``state_dict``): ``weight`` (N, D), ``threshold`` (N,), ``fire_count`` (N,),
