@@ -24,10 +24,12 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def table(rows) -> str:
-    lines = [f"{'width':>6} {'mode':<16} {'us/sample':>10} {'peak MB':>9} {'state MB':>9} {'saved MB':>9}"]
+    lines = [f"{'width':>6} {'mode':<16} {'us/sample':>10} {'fired/sample':>13} {'peak MB':>9} "
+             f"{'state MB':>9} {'saved MB':>9}"]
     for r in rows:
-        lines.append(f"{r['widths'][0]:>6} {r['mode']:<16} {r['us_per_sample']:>10.0f} {r['peak_mb']:>9.1f} "
-                     f"{r['state_mb']:>9.1f} {r['saved_mb']:>9.2f}")
+        fired = "-" if r.get("fired_per_sample") is None else f"{r['fired_per_sample']:.1f}"
+        lines.append(f"{r['widths'][0]:>6} {r['mode']:<16} {r['us_per_sample']:>10.0f} {fired:>13} "
+                     f"{r['peak_mb']:>9.1f} {r['state_mb']:>9.1f} {r['saved_mb']:>9.2f}")
     return "\n".join(lines)
 
 
@@ -64,7 +66,8 @@ def main():
         f"torch {torch.__version__}, {args.threads} thread(s), {platform.machine()}, "
         f"load average at the end {load:.1f} ({os.cpu_count()} cores; timings are wall clock)",
         "peak MB: rise of peak RSS from before the model was built (own subprocess per row); "
-        "state MB: params/buffers + grads + optimiser state; saved MB: tensors autograd kept for backward",
+        "state MB: params/buffers + grads + optimiser state; saved MB: tensors autograd kept for backward; "
+        "fired/sample: Frontprop firings per sample, all layers (its cost grows with them)",
         "", table(rows), "", ratios(rows), ""])
     (args.out / "efficiency.txt").write_text(text)
     (args.out / "efficiency.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -41,6 +41,8 @@ import time
 
 import torch
 
+from .linear import FpLinear
+
 MODES = ("frontprop", "frontprop-batch", "backprop")
 
 
@@ -54,8 +56,6 @@ def _check(widths, in_features, batch_size, n_samples):
 
 def frontprop_stack(in_features: int, widths, *, mode: str = "sequential", seed: int = 0, **kwargs):
     """FpLinear layers in sequence, each learning from the one below (an nn.Sequential)."""
-    from .linear import FpLinear
-
     sizes = [in_features, *widths]
     return torch.nn.Sequential(*(FpLinear(a, b, mode=mode, seed=seed + i, **kwargs)
                                  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))))
@@ -145,6 +145,17 @@ def _reset_peak() -> bool:
         return False
 
 
+def _warm_kernels(dtype):
+    """Run every compiled kernel of the plain rule once (compiled, or loaded from numba's cache),
+    so that a measured run's first firing does not pay for it: a throwaway model still in its
+    silent start would not reach them."""
+    x = torch.rand(64, 8, dtype=dtype)
+    for mode, solver in (("sequential", "gram"), ("sequential", "direct"), ("batch", None)):
+        layer = FpLinear(8, 4, t_decay=0.5, mode=mode, dtype=dtype, seed=0)
+        layer.solver = solver
+        layer(x)
+
+
 def measure(mode: str, widths, *, in_features: int = 784, n_classes: int = 10, batch_size: int = 64,
             n_samples: int = 1024, optimizer: str = "adam", threads: int = 1, seed: int = 0,
             isolate: bool = True, timeout: float = 600) -> dict:
@@ -152,7 +163,8 @@ def measure(mode: str, widths, *, in_features: int = 784, n_classes: int = 10, b
 
     isolate: run in a fresh Python subprocess (the memory numbers need it: a process's peak RSS
     only grows). Returns {mode, widths, in_features, batch_size, n_samples, optimizer, threads,
-    us_per_sample, peak_mb, peak_method, params_bytes, grads_bytes, optimizer_bytes,
+    us_per_sample, fired_per_sample (Frontprop firings per sample, all layers; None for backprop),
+    peak_mb, peak_method, params_bytes, grads_bytes, optimizer_bytes,
     saved_bytes, state_mb, saved_mb}.
     """
     widths = tuple(int(w) for w in widths) if isinstance(widths, (list, tuple)) else widths
@@ -186,6 +198,8 @@ def _measure_here(mode, widths, in_features, n_classes, batch_size, n_samples, o
     for _ in range(2):
         warm.step(X[-batch_size:], y[-batch_size:])
     del warm
+    if mode != "backprop":
+        _warm_kernels(X.dtype)
     gc.collect()
     reset = _reset_peak()
     base_kb = _rss_kb("VmRSS") if reset else None
@@ -201,11 +215,17 @@ def _measure_here(mode, widths, in_features, n_classes, batch_size, n_samples, o
         usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak_mb = usage / 1024 / (1024 if sys.platform == "darwin" else 1)
         method = "ru_maxrss (lifetime, includes set-up)"
+    # How much learning the timed samples did: firings per sample, summed over the layers
+    # (a Frontprop layer's cost grows with it); None for backprop, which always does all of it.
+    fired = None
+    if mode != "backprop":
+        fired = sum(int(m.fire_count.sum()) for m in runner.model) / (n_samples + batch_size)
     counted = runner.counted(X[-batch_size:], y[-batch_size:])
     state = counted["params_bytes"] + counted["grads_bytes"] + counted["optimizer_bytes"]
     return {"mode": mode, "widths": list(widths), "in_features": in_features, "batch_size": batch_size,
             "n_samples": n_samples, "optimizer": optimizer if mode == "backprop" else None,
-            "threads": threads, "us_per_sample": seconds / n_samples * 1e6, "peak_mb": peak_mb,
+            "threads": threads, "us_per_sample": seconds / n_samples * 1e6,
+            "fired_per_sample": fired, "peak_mb": peak_mb,
             "peak_method": method, **counted, "state_mb": state / 2 ** 20,
             "saved_mb": counted["saved_bytes"] / 2 ** 20}
 
