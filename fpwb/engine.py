@@ -5,13 +5,18 @@ slots (FpLinear: one; FpConv2d: one per output location), each slot a unit vecto
 Every neuron has one threshold per slot. The stream order is step by step, slots in order inside a
 step; every threshold decays once at the end of each step.
 
-The sequential solver relies on one fact of the rule: neurons never interact. A neuron's path
-through the chunk depends only on its own weights, its own thresholds and the inputs. So instead
-of walking the stream sample by sample, it walks *firing rounds*: in round k every neuron that
-still fires somewhere finds its next firing position at once (one compare over the chunk), takes
-its update there, and recomputes its projections for the rest of the chunk (one matmul for all
-those neurons). The number of rounds is the largest number of times any single neuron fires in the
-chunk, not the number of samples.
+The sequential solvers rely on one fact of the rule: neurons never interact. A neuron's path
+through the chunk depends only on its own weights, its own thresholds and the inputs. One matmul
+gives every projection of the chunk; then, on CPU, a compiled scan walks each neuron that fires
+somewhere through the chunk on its own (``kernels.scan_gram`` / ``scan_direct``). On other
+devices the walk runs as *firing rounds*: in round k every neuron that still fires somewhere
+finds its next firing position at once (one compare over the chunk), takes its update there, and
+recomputes its projections for the rest of the chunk (one matmul for all those neurons). The
+number of rounds is the largest number of times any single neuron fires in the chunk, not the
+number of samples.
+
+Batch mode (``batch_chunk``) holds the weights at the chunk start and lets the thresholds run as
+in sequential mode, so its firings need no recomputed projections at all.
 
 Thresholds are compared in a scaled domain so that pure decay needs no work: a threshold t set
 before step e0 has decayed to t * r**(e - e0) at step e (r = 1 - t_decay), so
