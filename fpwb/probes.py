@@ -46,8 +46,7 @@ def _cosines(model: FpLayer, x: torch.Tensor) -> torch.Tensor:
     if isinstance(model, FpLinear):
         unit, _ = unit_rows(x)
         return unit @ model.weight.T  # (B, N)
-    patches = F.unfold(x, model.kernel_size, padding=model.padding, stride=model.stride)
-    unit, _ = unit_rows(patches.transpose(1, 2))  # (B, L, K)
+    unit, _ = model.unit_patches(x)  # (B, L, K)
     y = unit @ model.weight.view(model.out_channels, -1).T  # (B, L, N)
     return y.transpose(1, 2).reshape(len(x), model.out_channels, *model.output_size(*x.shape[2:]))
 
