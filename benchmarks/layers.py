@@ -52,31 +52,44 @@ def reference_loop(weight, threshold, X, w_boost, t_decay):
 
 
 def fastest(cases: dict, repeats: int) -> dict:
-    """Seconds each case takes, the fastest of ``repeats`` runs. The cases run interleaved, round
-    by round, so that a slow spell of the shared machine hits them alike."""
+    """Seconds each case takes, the fastest of ``repeats`` runs. A case is (prepare, run):
+    ``run(prepare())``, only run timed (a fresh layer is built untimed, as the reference loop gets
+    its start weights). The cases run interleaved, round by round, so that a slow spell of the
+    shared machine hits them alike."""
     best = dict.fromkeys(cases, float("inf"))
     for _ in range(repeats):
-        for name, run in cases.items():
+        for name, (prepare, run) in cases.items():
+            prepared = prepare()
             start = time.perf_counter()
-            run()
+            run(prepared)
             best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
+def nothing():
+    return None
+
+
 def feed(layer, X, batch: int = 1000):
-    """Forward X in data-loader sized batches; returns how many neurons fired per sample."""
-    fired = [(layer(x) > 0).sum(1) for x in X.split(batch)]
-    return torch.cat(fired).float()
+    """Forward X in data-loader sized batches (what is timed: nothing else per batch)."""
+    for x in X.split(batch):
+        layer(x)
+
+
+def fired_per_sample(layer, X, batch: int = 1000):
+    """Forward X like ``feed``; returns how many neurons fired for each sample."""
+    return torch.cat([(layer(x) > 0).sum(1) for x in X.split(batch)]).float()
 
 
 def linear_cases(X, schedule: dict) -> dict:
     """The four FpLinear cases of one schedule, each from the same start state (seed 0)."""
     D = X.shape[1]
     start = FpLinear(D, 1000, seed=0, **schedule)
-    return {"reference": lambda: reference_loop(start.weight, start.threshold, X, **schedule),
-            "sequential": lambda: feed(FpLinear(D, 1000, seed=0, **schedule), X),
-            "batch": lambda: feed(FpLinear(D, 1000, seed=0, mode="batch", **schedule), X),
-            "floor": lambda: [F.normalize(x, dim=1) @ start.weight.T for x in X.split(1000)]}
+    return {"reference": (nothing, lambda _: reference_loop(start.weight, start.threshold, X, **schedule)),
+            "sequential": (lambda: FpLinear(D, 1000, seed=0, **schedule), lambda layer: feed(layer, X)),
+            "batch": (lambda: FpLinear(D, 1000, seed=0, mode="batch", **schedule),
+                      lambda layer: feed(layer, X)),
+            "floor": (nothing, lambda _: [F.normalize(x, dim=1) @ start.weight.T for x in X.split(1000)])}
 
 
 def linear_rows(X, repeats):
@@ -85,8 +98,8 @@ def linear_rows(X, repeats):
     seconds = fastest(cases, repeats)
     rows = []
     for name, schedule in SCHEDULES.items():
-        fired = feed(FpLinear(X.shape[1], 1000, seed=0, **schedule), X)
-        fired_batch = feed(FpLinear(X.shape[1], 1000, seed=0, mode="batch", **schedule), X)
+        fired = fired_per_sample(FpLinear(X.shape[1], 1000, seed=0, **schedule), X)
+        fired_batch = fired_per_sample(FpLinear(X.shape[1], 1000, seed=0, mode="batch", **schedule), X)
         silent = int((fired.cumsum(0) == 0).sum())
         after = [float(f[silent:].mean()) if silent < len(X) else 0.0 for f in (fired, fired_batch)]
         rate = {case: len(X) / seconds[name, case] for case in ("reference", "sequential", "batch", "floor")}
@@ -98,8 +111,8 @@ def linear_rows(X, repeats):
 def switch_rows(X, repeats):
     """Sequential and batch samples/s on the dense schedule with the switches on (and off)."""
     def make(mode, switches):
-        return lambda: feed(FpLinear(X.shape[1], 1000, seed=0, mode=mode, **SCHEDULES["dense"],
-                                     **switches), X)
+        return (lambda: FpLinear(X.shape[1], 1000, seed=0, mode=mode, **SCHEDULES["dense"], **switches),
+                lambda layer: feed(layer, X))
     configs = {"plain rule": {}, **SWITCHES}
     seconds = fastest({(name, mode): make(mode, switches) for name, switches in configs.items()
                        for mode in ("sequential", "batch")}, repeats)
@@ -109,11 +122,8 @@ def switch_rows(X, repeats):
 
 def conv_rows(X, n_seq: int, n_batch: int, repeats):
     def make(mode, n):
-        def run():
-            layer = FpConv2d(1, 16, 5, padding=2, seed=0, mode=mode)
-            for x in X[:n].split(250):
-                layer(x)
-        return run
+        return (lambda: FpConv2d(1, 16, 5, padding=2, seed=0, mode=mode),
+                lambda layer: feed(layer, X[:n], batch=250))
     sizes = {"sequential": n_seq, "batch": n_batch}
     seconds = fastest({mode: make(mode, n) for mode, n in sizes.items()}, repeats)
     return [(mode, n / seconds[mode]) for mode, n in sizes.items()]
