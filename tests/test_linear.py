@@ -49,6 +49,21 @@ def test_sequential_matches_reference(size, solver):
     assert torch.equal(layer.fire_count, (ref_out > 0).sum(0))
 
 
+@pytest.mark.parametrize("solver", ["gram", "direct", "rounds"])
+@pytest.mark.parametrize("w_boost", [1.0, 1.5])
+def test_large_w_boost_matches_reference(w_boost, solver):
+    # w_boost 1: a fired neuron jumps onto the input, so its start weight's share drops to 0
+    X = digits(8, repeat=1)[:600]
+    layer = FpLinear(64, 20, w_boost=w_boost, t_decay=0.01, seed=1, dtype=torch.float64,
+                     normalize_output=False)
+    layer.solver = solver
+    ref_out, ref_W, _ = reference_linear(layer.weight, layer.threshold, X, w_boost, 0.01)
+    out = layer(X)
+    assert (ref_out > 0).sum() > 500
+    assert (out - ref_out).abs().max() < 1e-9
+    assert (layer.weight - ref_W).abs().max() < 1e-9
+
+
 def test_sequential_is_independent_of_batching():
     X = digits(8, repeat=1)
     whole = FpLinear(64, 30, t_decay=0.003, seed=2, dtype=torch.float64)
