@@ -9,6 +9,8 @@ from torch import nn
 from . import engine, kernels
 
 MODES = ("sequential", "batch")
+#: The dtypes the layers compute in (the compiled kernels are built for these).
+DTYPES = (torch.float32, torch.float64)
 RULES = engine.RULES
 #: While nothing fires, the learning loop checks this many positions ahead with one matmul.
 SILENT_LOOKAHEAD = 1024
@@ -212,6 +214,9 @@ class FpLayer(nn.Module):
         """Register ``weight`` (Gaussian, unit rows), ``fire_count`` and ``samples_seen``."""
         generator = make_generator(seed)
         dtype = dtype or torch.get_default_dtype()
+        if dtype not in DTYPES:
+            raise ValueError(f"{type(self).__name__} computes in float32 or float64 (its compiled "
+                             f"kernels), got dtype={dtype}")
         weight = torch.randn(n, k, generator=generator, dtype=dtype)
         weight /= weight.norm(dim=1, keepdim=True)
         self.register_buffer("weight", weight.to(device))
@@ -227,6 +232,9 @@ class FpLayer(nn.Module):
             raise ValueError(f"{name} expects real-valued input (float or uint8 images), got {x.dtype}")
         if x.device != self.weight.device:
             raise ValueError(f"{name} lives on {self.weight.device}, input is on {x.device}")
+        if self.weight.dtype not in DTYPES:
+            raise ValueError(f"{name} computes in float32 or float64; its state is {self.weight.dtype} "
+                             f"(after .half() or .to()?): call .float() or .double()")
         x = x.to(self.weight.dtype)
         # A finite sum proves every value finite (NaN and Inf propagate); only an overflowing sum
         # of finite values needs the element-wise check.

@@ -102,6 +102,14 @@ def test_batch_chunks_keep_their_places_after_a_long_silent_start():
     assert (layer.weight - ref_W).abs().max() < 1e-9
 
 
+def test_half_precision_is_refused_clearly():
+    with pytest.raises(ValueError, match="float32 or float64"):
+        FpLinear(8, 4, dtype=torch.float16)
+    layer = FpLinear(8, 4).half()
+    with pytest.raises(ValueError, match=r"\.float\(\)"):
+        layer(torch.rand(3, 8))
+
+
 def test_zero_samples_give_zero_and_change_nothing():
     layer = FpLinear(5, 3, t_decay=0.1, seed=0)
     before = state(layer)
