@@ -147,11 +147,12 @@ def main(argv=None):
     lines = [f"Data: {name}, {args.samples} samples; torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads; each figure the fastest of {args.repeats} interleaved runs", "",
              "FpLinear 784 -> 1000, samples/s (ratios in brackets)",
-             f"{'schedule':<10}{'reference':>12}{'sequential':>22}{'batch':>22}{'x @ W.T':>12}"
+             f"{'schedule':<10}{'reference':>12}{'sequential':>22}{'batch':>22}{'x @ W.T':>23}"
              f"{'silent start':>14}{'fired/sample after: seq':>25}{'batch':>7}"]
     for sched, ref, seq, bat, floor, silent, fired, fired_batch in linear_rows(X.flatten(1), args.repeats):
         lines.append(f"{sched:<10}{ref:>12,.0f}{seq:>12,.0f} ({seq / ref:>4.1f}x ref)"
-                     f"{bat:>12,.0f} ({bat / floor:.2f}x floor){floor:>12,.0f}{silent:>14,}"
+                     f"{bat:>12,.0f} ({bat / floor:.2f}x floor){floor:>12,.0f} ({floor / ref:>4.1f}x ref)"
+                     f"{silent:>14,}"
                      f"{fired:>25.1f}{fired_batch:>7.1f}")
     lines += ["", f"FpLinear 784 -> 1000, dense schedule, first {args.switch_samples} samples, with the "
               f"switches on, samples/s", f"{'switches':<30}{'sequential':>12}{'batch':>12}"]

@@ -181,6 +181,7 @@ def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, out, scan="aut
     fired = out.view(P, -1)  # (P, N)
     neurons = fires.nonzero().squeeze(1)  # (A,) neurons that fire somewhere in the chunk
     if neurons.numel():
+        kernels.match_threads()
         positions = (kernels.as_array(valid.reshape(P)), kernels.as_array(torch.arange(P).remainder_(S)),
                      neurons.numpy())
         state = (kernels.as_array(flat_x), weight.numpy(), threshold.numpy())
@@ -310,6 +311,7 @@ def batch_chunk(x, valid, weight, threshold, w_boost, t_decay, out, solver=None,
                               torch.arange(E * S, device=x.device).remainder_(S), threshold,
                               k_winners or 0, k_output, out.view(E * S, N))
     if solver == "compiled" and rule == "frontprop" and repulsion == 0 and x.device.type == "cpu":
+        kernels.match_threads()
         kernels.batch_move(learn.numpy(), kernels.as_array(flat_x), weight.numpy(), w_boost)
     else:
         batch_move(flat_x, learn, values, weight, w_boost, rule, repulsion, repulsion_cosine)

@@ -1,10 +1,11 @@
 """Compiled kernels for the Frontprop rule on CPU (numba).
 
 Neurons never interact under the plain rule, so each neuron can walk a chunk of positions on its
-own. The kernels run single-threaded on purpose: numba's worker threads and torch's (which run
-the matmuls around them) spin against each other, and measured ten times slower in parallel. They
-work in place on the layer's full arrays (no gathered copies), write fired values straight into
-the (positions, neurons) output, and finish each moved neuron's weights themselves.
+own: the per-neuron kernels spread their neurons over threads (``numba.prange``), as many as torch
+uses (``match_threads``). A neuron's arithmetic is the same on any thread, so results are bit for
+bit the same for any thread count. The kernels work in place on the layer's full arrays (no
+gathered copies), write fired values straight into the (positions, neurons) output, and finish
+each moved neuron's weights themselves.
 
 The sequential scans take scaled projections ``u = (w . x) * r**-e`` and scaled threshold levels
 (see ``fpwb.engine``), and do no work for a neuron that does not fire. They differ in how a
@@ -25,6 +26,13 @@ import math
 
 import numba
 import numpy as np
+import torch
+
+
+def match_threads():
+    """Let the parallel kernels use as many threads as torch does (``torch.set_num_threads``,
+    ``OMP_NUM_THREADS``), so that a one-thread measurement stays one thread."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -36,7 +44,7 @@ def _dot(a, b):
     return acc
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def scan_gram(u, gram, inv_scale, valid, slot, neurons, x, weight, level, w_boost, out, oja=False):
     """Scan the given neurons with the Gram matrix, in place on the full arrays.
 
@@ -49,9 +57,10 @@ def scan_gram(u, gram, inv_scale, valid, slot, neurons, x, weight, level, w_boos
     a = 1.0 - w_boost
     n_pos = u.shape[1]
     dim = x.shape[1]
-    fired_at = np.empty(n_pos, np.int64)
-    coef = np.empty(n_pos, x.dtype)  # the inputs' dtype keeps the weight sums below vectorised
-    for j in neurons:
+    for a_ in numba.prange(neurons.shape[0]):
+        j = neurons[a_]
+        fired_at = np.empty(n_pos, np.int64)
+        coef = np.empty(n_pos, x.dtype)  # the inputs' dtype keeps the weight sums below vectorised
         proj, lev = u[j], level[j]  # (P,), (S,)
         keep = 1.0  # coefficient of the start weight so far
         n_fired = 0
@@ -99,7 +108,7 @@ def _normalise(w):
     for k in range(w.shape[0]):
         w[k] /= norm
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def scan_direct(u, x, scale, valid, slot, neurons, weight, level, out, w_boost, oja=False):
     """Scan the given neurons with dot products, in place on the full arrays.
 
@@ -108,7 +117,8 @@ def scan_direct(u, x, scale, valid, slot, neurons, weight, level, out, w_boost, 
     """
     n_pos = u.shape[1]
     dim = x.shape[1]
-    for j in neurons:
+    for a_ in numba.prange(neurons.shape[0]):
+        j = neurons[a_]
         moved = False
         for i in range(n_pos):
             if not valid[i]:
@@ -178,7 +188,7 @@ def batch_walk(values, scale, valid, slot, level, k_winners, k_output, out, lear
                 out[i, j] = values[i, j]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def batch_move(learned, x, weight, w_boost):
     """The batch rule's weight update, in place: each neuron that learned at k positions moves
     once, ``normalise((1 - step) w + (step / k) * sum of those inputs)`` with
@@ -199,7 +209,7 @@ def batch_move(learned, x, weight, w_boost):
             if learned[i, j]:
                 at[filled[j]] = i
                 filled[j] += 1
-    for j in range(n_neurons):
+    for j in numba.prange(n_neurons):
         k = start[j + 1] - start[j]
         if k == 0:
             continue

@@ -2,6 +2,7 @@
 import functools
 import math
 
+import numba
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +10,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from fpwb import FpLinear
-from fpwb import engine
+from fpwb import engine, kernels
 from reference import reference_batch, reference_linear
 from state import assert_same_state, state
 
@@ -270,3 +271,18 @@ def test_cuda_matches_cpu(dtype, mode):
         assert (cpu.weight - gpu.weight.cpu()).abs().max() < tol
     else:  # float32 rounding can flip a firing at y == t; compare what is robust
         assert (cpu.weight - gpu.weight.cpu()).abs().mean() < 0.05
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread only")
+@pytest.mark.parametrize("mode, solver", [("sequential", "gram"), ("sequential", "direct"), ("batch", None)])
+def test_compiled_kernels_give_the_same_bits_on_any_thread_count(mode, solver, monkeypatch):
+    X = digits(8, repeat=1)[:800].float()
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(kernels, "match_threads", lambda: numba.set_num_threads(threads))
+        layer = FpLinear(64, 40, t_decay=0.01, mode=mode, seed=5)
+        layer.solver = solver
+        results.append((layer(X), layer.weight.clone(), layer.threshold.clone()))
+    assert (results[0][0] > 0).sum() > 1000
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
