@@ -144,6 +144,22 @@ def scan_direct(u, x, scale, valid, slot, neurons, weight, level, out, w_boost, 
 
 
 @numba.njit(cache=True)
+def _choose_winners(fired_u, n_fired, k_winners, chosen):
+    """chosen[:n_fired] = which of the first n_fired entries of fired_u are among the k_winners
+    largest (all when k_winners is 0 or at least n_fired); ties go to the earlier entry."""
+    every = k_winners == 0 or n_fired <= k_winners
+    for f in range(n_fired):
+        chosen[f] = every
+    if not every:
+        for _ in range(k_winners):
+            best = -1
+            for f in range(n_fired):
+                if not chosen[f] and (best < 0 or fired_u[f] > fired_u[best]):
+                    best = f
+            chosen[best] = True
+
+
+@numba.njit(cache=True)
 def batch_walk(values, scale, valid, slot, level, k_winners, k_output, out, learned):
     """Firing decisions of one batch chunk (see ``fpwb.engine.batch_chunk``): every position sees
     the chunk-start weights, thresholds follow the stream as in sequential mode.
@@ -169,16 +185,7 @@ def batch_walk(values, scale, valid, slot, level, k_winners, k_output, out, lear
                 fired[n_fired] = j
                 fired_u[n_fired] = scaled
                 n_fired += 1
-        every = k_winners == 0 or n_fired <= k_winners
-        for f in range(n_fired):
-            chosen[f] = every
-        if not every:
-            for _ in range(k_winners):
-                best = -1
-                for f in range(n_fired):
-                    if not chosen[f] and (best < 0 or fired_u[f] > fired_u[best]):
-                        best = f
-                chosen[best] = True
+        _choose_winners(fired_u, n_fired, k_winners, chosen)
         for f in range(n_fired):
             j = fired[f]
             if chosen[f]:
@@ -283,26 +290,13 @@ def scan_positions(u, x, gram, weight, scale, valid, slot, active, level, w_boos
             continue
         for f in range(n_fired):
             out[fired[f], i] = fired_u[f] / scale[i]
+        _choose_winners(fired_u, n_fired, k_winners, chosen)
         n_learn = 0
-        if 0 < k_winners < n_fired:
-            for f in range(n_fired):
-                chosen[f] = False
-            for _ in range(k_winners):
-                best = -1
-                for f in range(n_fired):
-                    if not chosen[f] and (best < 0 or fired_u[f] > fired_u[best]):
-                        best = f
-                chosen[best] = True
-            for f in range(n_fired):
-                if chosen[f]:
-                    learners[n_learn] = fired[f]
-                    learner_u[n_learn] = fired_u[f]
-                    n_learn += 1
-        else:
-            for f in range(n_fired):
-                learners[f] = fired[f]
-                learner_u[f] = fired_u[f]
-            n_learn = n_fired
+        for f in range(n_fired):
+            if chosen[f]:
+                learners[n_learn] = fired[f]
+                learner_u[n_learn] = fired_u[f]
+                n_learn += 1
         for l in range(n_learn):
             j = learners[l]
             y = learner_u[l] / scale[i]
