@@ -68,6 +68,14 @@ def reference_linear(weight, threshold, X, w_boost, t_decay, **switches):
     return torch.stack(outs), W, t
 
 
+def unit_patch(Xp, b, i, k, size, stride):
+    """The patch of padded sample b under output location (i, k), flat and scaled to unit
+    length; None when it is all zero."""
+    r0, c0 = i * stride[0], k * stride[1]
+    p = Xp[b, :, r0:r0 + size[0], c0:c0 + size[1]].reshape(-1)
+    return None if p.norm() == 0 else p / p.norm()
+
+
 def reference_conv(weight, threshold, X, w_boost, t_decay, stride=(1, 1), padding=(0, 0), **switches):
     """Sample by sample, location by location in raster order, over X (B, C, H, W).
 
@@ -84,12 +92,10 @@ def reference_conv(weight, threshold, X, w_boost, t_decay, stride=(1, 1), paddin
         touched = False
         for i in range(Ho):
             for k in range(Wo):
-                r0, c0 = i * stride[0], k * stride[1]
-                p = Xp[b, :, r0:r0 + kh, c0:c0 + kw].reshape(-1)
-                if p.norm() == 0:
+                p = unit_patch(Xp, b, i, k, (kh, kw), stride)
+                if p is None:
                     continue
                 touched = True
-                p = p / p.norm()
                 if switches:
                     W, t[:, i, k], outs[b, :, i, k] = reference_step(W, t[:, i, k], p, w_boost,
                                                                      **switches)
@@ -162,11 +168,9 @@ def reference_conv_batch(weight, threshold, X, w_boost, t_decay, chunk, stride=(
         for b in samples[start:start + chunk]:
             for i in range(Ho):
                 for k in range(Wo):
-                    r0, c0 = i * stride[0], k * stride[1]
-                    p = Xp[b, :, r0:r0 + kh, c0:c0 + kw].reshape(-1)
-                    if p.norm() == 0:
+                    p = unit_patch(Xp, b, i, k, (kh, kw), stride)
+                    if p is None:
                         continue
-                    p = p / p.norm()
                     y = W @ p
                     for j in (y >= t[:, i, k]).nonzero().flatten().tolist():
                         outs[b, j, i, k] = y[j]
