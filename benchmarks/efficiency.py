@@ -23,16 +23,6 @@ from fpwb import efficiency
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
-def table(rows) -> str:
-    lines = [f"{'width':>6} {'mode':<16} {'us/sample':>10} {'fired/sample':>13} {'peak MB':>9} "
-             f"{'state MB':>9} {'saved MB':>9}"]
-    for r in rows:
-        fired = "-" if r.get("fired_per_sample") is None else f"{r['fired_per_sample']:.1f}"
-        lines.append(f"{r['widths'][0]:>6} {r['mode']:<16} {r['us_per_sample']:>10.0f} {fired:>13} "
-                     f"{r['peak_mb']:>9.1f} {r['state_mb']:>9.1f} {r['saved_mb']:>9.2f}")
-    return "\n".join(lines)
-
-
 def ratios(rows) -> str:
     lines = []
     for size in sorted({r["widths"][0] for r in rows}):
@@ -56,7 +46,7 @@ def main():
     args = parser.parse_args()
     rows = efficiency.compare(args.sizes, args.depth, n_samples=args.samples, batch_size=args.batch_size,
                               threads=args.threads, optimizer=args.optimizer,
-                              progress=lambda r: print(table([r]).splitlines()[1], flush=True))
+                              progress=lambda r: print(efficiency.table([r]).splitlines()[1], flush=True))
     args.out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = "\n".join([
@@ -68,7 +58,7 @@ def main():
         "peak MB: rise of peak RSS from before the model was built (own subprocess per row); "
         "state MB: params/buffers + grads + optimiser state; saved MB: tensors autograd kept for backward; "
         "fired/sample: Frontprop firings per sample, all layers (its cost grows with them)",
-        "", table(rows), "", ratios(rows), ""])
+        "", efficiency.table(rows), "", ratios(rows), ""])
     (args.out / "efficiency.txt").write_text(text)
     (args.out / "efficiency.json").write_text(json.dumps(rows, indent=1) + "\n")
     fig = efficiency.plot(rows)

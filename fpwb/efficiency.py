@@ -242,6 +242,18 @@ def compare(sizes=(256, 1024, 4096), depth: int = 2, modes=MODES, progress=None,
     return rows
 
 
+def table(rows) -> str:
+    """One line per row of :func:`compare`: time, firings per sample (Frontprop), peak and
+    counted memory."""
+    lines = [f"{'width':>6} {'mode':<16} {'us/sample':>10} {'fired/sample':>13} {'peak MB':>9} "
+             f"{'state MB':>9} {'saved MB':>9}"]
+    for r in rows:
+        fired = "-" if r.get("fired_per_sample") is None else f"{r['fired_per_sample']:.1f}"
+        lines.append(f"{r['widths'][0]:>6} {r['mode']:<16} {r['us_per_sample']:>10.0f} {fired:>13} "
+                     f"{r['peak_mb']:>9.1f} {r['state_mb']:>9.1f} {r['saved_mb']:>9.2f}")
+    return "\n".join(lines)
+
+
 def plot(rows, title: str = "learning cost: Frontprop against backprop"):
     """Two panels against width: microseconds per sample, and peak memory (MB, measured; dashed:
     counted state + saved tensors). Returns the Figure."""
