@@ -324,14 +324,14 @@ def batch_firings(values, scale, valid, slot, threshold, k_winners, k_output, ou
     values and out (P, N) (zeros in, fired values out), scale, valid and slot (P,); threshold
     (N, S) becomes the chunk-end level. Returns where each neuron learned, (P, N) bool."""
     cpu = values.device.type == "cpu"
-    level = threshold.cpu().contiguous()
+    level = threshold if cpu else threshold.cpu()  # the walk updates it in place
     fired = out if cpu else torch.zeros(out.shape, dtype=out.dtype)
     learn = torch.zeros(values.shape, dtype=torch.bool)
     kernels.batch_walk(kernels.as_array(values.cpu()), kernels.as_array(scale.cpu()),
                        kernels.as_array(valid.cpu()), kernels.as_array(slot.cpu()), level.numpy(),
                        k_winners, k_output, fired.numpy(), learn.numpy())
-    threshold.copy_(level)
     if not cpu:
+        threshold.copy_(level)
         out.copy_(fired)
     return learn.to(values.device)
 
