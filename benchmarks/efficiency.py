@@ -1,5 +1,5 @@
 """Learning cost: a Frontprop stack (sequential and batch mode) against the same architecture trained
-with backprop (forward + backward + Adam step), across widths. See fpwb.efficiency for what is
+with backprop (forward + backward + Adam step), across widths. See fpwb.studies.efficiency for what is
 measured and how (peak RSS rise per configuration in its own subprocess; counted state and saved
 tensors).
 
@@ -18,7 +18,7 @@ import platform
 
 import torch
 
-from fpwb import efficiency
+from fpwb.studies import efficiency
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 

@@ -6,7 +6,7 @@ the same size, raw pixels and k-means, with the same probe and readout, over sev
 
 Every layer has ``--neurons`` neurons (1000) and is read out with ``relu`` (max(0, cosine)): the
 random and k-means layers have no learned thresholds, so ``relu`` is the readout all share; the
-Frontprop layers' own ``fired`` output is listed besides. Probe: ``fpwb.probes.linear_probe``
+Frontprop layers' own ``fired`` output is listed besides. Probe: ``fpwb.evaluation.probes.linear_probe``
 (standardised features, L2 1e-3, L-BFGS) fit on the first ``--probe-train`` training images,
 scored on the whole test set. Frontprop layers learn one pass over the 60,000 training images
 in seeded shuffled order (exact sequential mode).
@@ -25,9 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fpwb import FpLinear, baselines, diagnostics  # noqa: E402
+from fpwb import FpLinear, baselines  # noqa: E402
+
+from fpwb.evaluation import diagnostics  # noqa: E402
 from fpwb.data import flatten, load  # noqa: E402
-from fpwb.probes import embed, linear_probe  # noqa: E402
+from fpwb.evaluation.probes import embed, linear_probe  # noqa: E402
 
 #: Frontprop configurations measured: the upstream rule and settings, and the best found with the
 #: switches (notebook 06 and the exploration described in headline.md).
@@ -98,7 +100,7 @@ def write(rows, args):
     text = (f"# Headline: Fashion-MNIST, {args.neurons} neurons\n\n"
             f"Command: `python benchmarks/headline.py --seeds {' '.join(map(str, args.seeds))} "
             f"--probe-train {args.probe_train}`\n\n"
-            f"Linear probe (`fpwb.probes.linear_probe`: standardised features, L2 1e-3, L-BFGS) fit on "
+            f"Linear probe (`fpwb.evaluation.probes.linear_probe`: standardised features, L2 1e-3, L-BFGS) fit on "
             f"the first {args.probe_train} training images, test accuracy on all 10,000 test images. "
             f"Every layer {args.neurons} neurons; `relu` readout (max(0, cosine)) for all, the "
             f"Frontprop layers' own `fired` output besides. Frontprop: one pass over the 60,000 "

@@ -10,7 +10,7 @@ import argparse
 
 from tqdm.auto import tqdm
 
-from fpwb.convergence import pattern_match, train_on_patterns, why_missed
+from fpwb.evaluation.convergence import pattern_match, train_on_patterns, why_missed
 from fpwb.data import PATTERN_NAMES
 
 CONFIGS = {

@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fpwb.data import DatasetNotFoundError, load  # noqa: E402
-from fpwb.probe_table import ALL_METHODS, METHODS, probe_table, rows_markdown, summary_markdown, write_csv  # noqa: E402
-from fpwb.probes import PROBE_L2, PROBE_MAX_ITER, PROBE_TOL, READOUTS  # noqa: E402
+from fpwb.evaluation.probe_table import ALL_METHODS, METHODS, probe_table, rows_markdown, summary_markdown, write_csv  # noqa: E402
+from fpwb.evaluation.probes import PROBE_L2, PROBE_MAX_ITER, PROBE_TOL, READOUTS  # noqa: E402
 
 EPOCHS = {"digits": 45}
 
@@ -63,7 +63,7 @@ def main(argv=None):
                   f"Command: `python benchmarks/probe.py {shlex.join(argv)}`\n\n"
                   f"Frontprop: FpLinear, w_boost {args.w_boost}, t_decay {args.t_decay}, {epochs} "
                   f"epoch(s), sequential. backprop and forward_forward (supervised): "
-                  f"fpwb.similarity.backprop_layer and fpwb.forward_forward.forward_forward (two "
+                  f"fpwb.evaluation.similarity.backprop_layer and fpwb.baselines.forward_forward.forward_forward (two "
                   f"layers of the size), their defaults. Linear probe: standardised features, "
                   f"multinomial logistic regression, L2 {PROBE_L2}, L-BFGS up to {PROBE_MAX_ITER} iterations, "
                   f"gradient tolerance {PROBE_TOL}. k-NN: cosine, k=5, on the first "

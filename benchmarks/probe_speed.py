@@ -12,7 +12,7 @@ import torch
 
 from fpwb.baselines import random_layer
 from fpwb.data import DatasetNotFoundError, flatten, load
-from fpwb.probes import embed, linear_probe
+from fpwb.evaluation.probes import embed, linear_probe
 
 
 def data():

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import fpwb
 import fpwb.data
-from fpwb.recorder import Recorder
+from fpwb.viz.recorder import Recorder
 
 EVERY = 100
 

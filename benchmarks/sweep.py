@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from fpwb.sweep import run_sweep
+from fpwb.runs.sweep import run_sweep
 
 RESULTS = Path(__file__).parent / "results" / "sweep.txt"
 GRID = {"grid": {"w_boost": [0.01, 0.02, 0.05, 0.1], "seed": [0, 1]},

@@ -1,14 +1,16 @@
 """fpwb: the Frontprop workbench.
 
-Layers live at the top level; the rest by topic: ``fpwb.data`` (data sets, streams, patterns),
-``fpwb.probes`` / ``fpwb.baselines`` / ``fpwb.diagnostics`` / ``fpwb.probe_table`` (measuring
-what a layer learned), ``fpwb.plots``, ``fpwb.recorder``, ``fpwb.explorer``, ``fpwb.report`` and
-``fpwb.sweep`` (notebooks into reports), ``fpwb.continual``, ``fpwb.labels``,
-``fpwb.forward_forward``, ``fpwb.similarity``, ``fpwb.efficiency`` (the claims tested).
+Subpackages, one idea each (each docstring says what it holds and may import):
+
+- ``fpwb.layers``: FpLinear, FpConv2d, FpStack, ``to_frontprop`` and the engine under them.
+- ``fpwb.rules``: the learning rules, one module each, with their reference steps.
+- ``fpwb.data``: data sets, streams, the simple patterns.
+- ``fpwb.evaluation``: probes, the probe table, diagnostics, CKA, pattern convergence.
+- ``fpwb.baselines``: random, k-means and PCA layers; Forward-Forward.
+- ``fpwb.studies``: continual learning, labels in the input, efficiency.
+- ``fpwb.viz``: plots, the recorder, the interactive explorer.
+- ``fpwb.runs``: notebooks into reports and sweeps.
 """
-from .conv import FpConv2d
-from .convert import to_frontprop
-from .linear import FpLinear
-from .stack import FpStack, conv_stack
+from .layers import FpConv2d, FpLinear, FpStack, conv_stack, to_frontprop
 
 __all__ = ["FpLinear", "FpConv2d", "FpStack", "conv_stack", "to_frontprop"]

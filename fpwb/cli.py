@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import report, sweep
+from .runs import report, sweep
 
 
 def _report(args) -> int:

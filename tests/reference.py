@@ -187,7 +187,7 @@ def reference_conv_batch(weight, threshold, X, w_boost, t_decay, chunk, stride=(
 
 def reference_batch_switches(weight, threshold, X, w_boost, t_decay, chunk, rule="frontprop",
                              k_winners=None, k_output=False, repulsion=0.0, repulsion_cosine=0.9):
-    """The batch variant with the switches (see ``fpwb.engine.batch_chunk``), written plainly:
+    """The batch variant with the switches (see ``fpwb.layers.engine.batch_chunk``), written plainly:
     decide firings and winners per sample with the chunk-start weights and running thresholds,
     then update each neuron."""
     W, t = weight.clone(), threshold.clone()

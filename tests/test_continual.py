@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fpwb import continual
+from fpwb.studies import continual
 from fpwb.data import Task, class_incremental, permuted_tasks
 
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from fpwb import FpConv2d, FpLinear
-from fpwb.convert import to_frontprop
+from fpwb.layers.convert import to_frontprop
 
 
 class Net(nn.Module):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fpwb import efficiency
+from fpwb.studies import efficiency
 
 
 def test_stacks_have_the_same_shape():

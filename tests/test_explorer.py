@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from fpwb.data import PATTERN_NAMES, SIMPLE_PATTERNS  # noqa: E402
-from fpwb.explorer import Explorer  # noqa: E402
+from fpwb.viz.explorer import Explorer  # noqa: E402
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fpwb.forward_forward import ForwardForward, forward_forward
+from fpwb.baselines.forward_forward import ForwardForward, forward_forward
 
 
 def toy(n, seed=0):

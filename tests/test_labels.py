@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import fpwb
-from fpwb.labels import LabelCode, label_scores, neuron_labels, read_labels
+from fpwb.studies.labels import LabelCode, label_scores, neuron_labels, read_labels
 
 
 def test_encode_appends_a_scaled_one_hot_and_blank_appends_zeros():

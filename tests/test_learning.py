@@ -10,7 +10,7 @@ regression shows, and check that account of a miss; they do not hide the misses.
 """
 import pytest
 
-from fpwb.convergence import learns_patterns, pattern_match, success_rate, train_on_patterns, why_missed
+from fpwb.evaluation.convergence import learns_patterns, pattern_match, success_rate, train_on_patterns, why_missed
 from fpwb.data import SIMPLE_PATTERNS
 
 SEEDS = range(10)

@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from fpwb import FpLinear
-from fpwb import engine, kernels
+from fpwb.layers import engine, kernels
 from reference import reference_batch, reference_linear
 from state import assert_same_state, state
 

@@ -22,7 +22,7 @@ import nbformat
 import papermill
 import pytest
 
-from fpwb import experiments, report
+from fpwb.runs import experiments, report
 
 ROOT = experiments.repo_root()
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

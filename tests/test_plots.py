@@ -7,9 +7,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from fpwb import FpConv2d, FpLinear, plots  # noqa: E402
+from fpwb import FpConv2d, FpLinear  # noqa: E402
+
+from fpwb.viz import plots  # noqa: E402
 from fpwb.data import PATTERN_NAMES, SIMPLE_PATTERNS, simple_patterns  # noqa: E402
-from fpwb.recorder import Recorder  # noqa: E402
+from fpwb.viz.recorder import Recorder  # noqa: E402
 
 
 @pytest.fixture(scope="module")

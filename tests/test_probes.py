@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from fpwb import FpConv2d, FpLinear
-from fpwb import baselines, diagnostics
+from fpwb import baselines
+from fpwb.evaluation import diagnostics
 from fpwb.data import flatten, load
-from fpwb.probe_table import COLUMNS, probe_table, summary_markdown
-from fpwb.probes import READOUTS, embed, knn_probe, linear_probe
+from fpwb.evaluation.probe_table import COLUMNS, probe_table, summary_markdown
+from fpwb.evaluation.probes import READOUTS, embed, knn_probe, linear_probe
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +153,15 @@ def test_forward_forward_in_the_probe_table(digits):
     assert ff["readout"] == "neutral" and ff["features"] == 32 and ff["redundant_pairs"] is None
     assert ff["probe_acc"] > 0.7 and 0 <= ff["cka"] <= 1
     assert "| forward_forward | neutral |" in summary_markdown(rows)
+
+
+def test_learned_share_counts_the_neurons_that_moved(digits):
+    layer = FpLinear(64, 40, w_boost=0.05, t_decay=0.002, seed=0)
+    start = layer.weight.clone()
+    assert diagnostics.learned_share(layer, start) == 0.0
+    layer(digits[0].flatten(1))
+    moved = diagnostics.learned_neurons(layer, start)
+    assert torch.equal(moved, (layer.weight - start).abs().amax(1) > 1e-6)
+    assert 0 < diagnostics.learned_share(layer, start) <= diagnostics.fired_share(layer)
+    with pytest.raises(ValueError, match="initial_weight"):
+        diagnostics.learned_share(layer, start[:3])

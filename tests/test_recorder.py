@@ -3,7 +3,7 @@ import torch
 
 from fpwb import FpConv2d, FpLinear
 from fpwb.data import simple_patterns
-from fpwb.recorder import Recorder
+from fpwb.viz.recorder import Recorder
 
 
 def stream(n=600, seed=0):

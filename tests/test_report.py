@@ -9,7 +9,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from fpwb import cli, experiments, report
+from fpwb import cli
+
+from fpwb.runs import experiments, report
 
 ROOT = experiments.repo_root()
 
@@ -27,7 +29,7 @@ def notebooks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("notebooks")
     good = write_notebook(
         folder / "good.ipynb", "x = 1\nsmoke = False\nrate = 0.5\nlabel = 'a'\nout_dir = 'unused'",
-        "import os\nfrom fpwb import experiments\nprint('x is', x)",
+        "import os\nfrom fpwb.runs import experiments\nprint('x is', x)",
         "experiments.save_results(out_dir, {'x squared': x * x, 'cwd': os.getcwd()}, doubled=2 * x)")
     bad = write_notebook(folder / "bad.ipynb", "out_dir = 'unused'",
                          "before = 'ran'\nprint(before)", "total = 1 / 0", "print('never')")

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from fpwb.probes import embed
-from fpwb.similarity import backprop_layer, linear_cka, weight_match
+from fpwb.evaluation.probes import embed
+from fpwb.evaluation.similarity import backprop_layer, linear_cka, weight_match
 
 
 def test_cka_hand_computed_case():

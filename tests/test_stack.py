@@ -5,7 +5,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from fpwb import FpConv2d, FpLinear
-from fpwb.stack import FpStack, conv_stack
+from fpwb.layers.stack import FpStack, conv_stack
 
 
 def images(n=200):

@@ -1,4 +1,4 @@
-"""fpwb.sweep: grids, sweep identity, and real sweeps of a probe notebook on a LocalCluster."""
+"""fpwb.runs.sweep: grids, sweep identity, and real sweeps of a probe notebook on a LocalCluster."""
 import csv
 import json
 import os
@@ -10,8 +10,8 @@ import papermill
 import pytest
 import yaml
 
-from fpwb import sweep
-from fpwb.sweep import Grid, Sweep, main, run_name, run_sweep
+from fpwb.runs import sweep
+from fpwb.runs.sweep import Grid, Sweep, main, run_name, run_sweep
 
 PROBE = Path(__file__).parent / "notebooks" / "sweep_probe.ipynb"
 GRID = {"grid": {"x": [1, 2, 3, 4]}, "fixed": {"fail_at": 3, "smoke": True, "seed": 7}}

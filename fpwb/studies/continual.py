@@ -12,7 +12,7 @@ no labels; ``features(X)`` with the current state, no learning):
   in turn; its code (the hidden layer) is the features.
 
 ``accuracy_matrix`` trains a learner task after task and, after each task, fits a fresh linear
-probe (``fpwb.probes.linear_probe``) per task on that task's training features and scores it on
+probe (``fpwb.evaluation.probes.linear_probe``) per task on that task's training features and scores it on
 its test features: ``A[i, j]`` = probe accuracy on task j after learning tasks 0..i. Refitting the
 probe measures what the *representation* still holds about old tasks (representation forgetting);
 no classifier is carried across tasks. ``forgetting`` reads the usual numbers off that matrix.
@@ -26,10 +26,10 @@ import time
 
 import torch
 
-from .base import unit_rows
-from .data import flatten
-from .linear import FpLinear
-from .probes import READOUTS, embed, linear_probe
+from ..layers.base import unit_rows
+from ..data import flatten
+from ..layers.linear import FpLinear
+from ..evaluation.probes import READOUTS, embed, linear_probe
 
 
 def _rows(X) -> torch.Tensor:
@@ -46,7 +46,7 @@ class FrontpropLearner:
     """An FpLinear(in_features, n_neurons) that learns each task ``epochs`` times in shuffled order.
 
     Extra keyword arguments go to FpLinear (w_boost, t_decay, mode, ...). ``readout``: the
-    features ``fpwb.probes.embed`` gives (``relu`` default; ``fired`` is the layer's own output).
+    features ``fpwb.evaluation.probes.embed`` gives (``relu`` default; ``fired`` is the layer's own output).
     """
 
     name = "frontprop"
@@ -104,7 +104,7 @@ class KMeansLearner:
 
     def layer(self) -> FpLinear:
         """The centroids as a frozen FpLinear (``fpwb.baselines.layer_from_weights``)."""
-        from .baselines import layer_from_weights
+        from ..baselines import layer_from_weights
 
         return layer_from_weights(torch.from_numpy(self.kmeans.cluster_centers_).float())
 
@@ -174,7 +174,7 @@ def probe_task(learner, train_task, test_task, max_train: int | None = None) -> 
 
 def _union(tasks, max_per_task=None):
     """One Task holding the samples of several (the first max_per_task of each)."""
-    from .data import Task
+    from ..data import Task
 
     X = torch.cat([t.X[:max_per_task] for t in tasks])
     y = torch.cat([t.y[:max_per_task] for t in tasks])

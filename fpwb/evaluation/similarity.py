@@ -13,15 +13,15 @@ with no linear relation; invariant to neuron order, so two layers need not line 
 ``backprop_layer`` is the supervised upper reference of the probe table: a layer of the same shape
 as a Frontprop layer (unit-length weights, features = max(0, cosine), no bias) whose weights are
 trained with backprop through a linear softmax head on the labels. It comes back as a frozen
-FpLinear, so ``fpwb.probes.embed(layer, X, readout="relu")`` gives exactly the features it was
+FpLinear, so ``fpwb.evaluation.probes.embed(layer, X, readout="relu")`` gives exactly the features it was
 trained with, and the probe table treats it like any baseline.
 """
 from __future__ import annotations
 
 import torch
 
-from .base import unit_rows
-from .data import flatten
+from ..layers.base import unit_rows
+from ..data import flatten
 
 
 def _matrix(name, X) -> torch.Tensor:
@@ -71,7 +71,7 @@ def backprop_layer(X, y, n_neurons: int, seed: int = 0, *, epochs: int = 10, lr:
 
     With return_history: (layer, {"loss": per-epoch mean loss, "train_accuracy": per epoch}).
     """
-    from .baselines import layer_from_weights
+    from ..baselines import layer_from_weights
 
     if isinstance(n_neurons, bool) or not isinstance(n_neurons, int) or n_neurons < 1:
         raise ValueError(f"n_neurons must be a positive int, got {n_neurons!r}")

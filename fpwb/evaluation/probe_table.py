@@ -3,9 +3,9 @@
 The upstream protocol: train one FpLinear for ``epochs`` passes over the training set, freeze it,
 embed train and test, fit a linear probe on the training features, report test accuracy. Here
 the same is done for each baseline of ``fpwb.baselines``, for the supervised backprop layer of
-``fpwb.similarity`` (the upper reference), for Forward-Forward (``fpwb.forward_forward``, opt-in:
+``fpwb.evaluation.similarity`` (the upper reference), for Forward-Forward (``fpwb.baselines.forward_forward``, opt-in:
 it costs several times a Frontprop layer) and for raw pixels, with every readout of
-``fpwb.probes``, and a cosine k-NN probe besides. With the backprop layer in the run, each other
+``fpwb.evaluation.probes``, and a cosine k-NN probe besides. With the backprop layer in the run, each other
 layer's ``cka`` says how alike its features and the backprop layer's are (``linear_cka``).
 """
 from __future__ import annotations
@@ -17,10 +17,12 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from . import baselines, diagnostics
-from .data import Batches, flatten, load
-from .forward_forward import forward_forward
-from .linear import FpLinear
+from .. import baselines
+
+from . import diagnostics
+from ..data import Batches, flatten, load
+from ..baselines.forward_forward import forward_forward
+from ..layers.linear import FpLinear
 from .probes import READOUTS, embed, knn_probe, linear_probe
 from .similarity import backprop_layer, linear_cka
 
@@ -99,9 +101,9 @@ def probe_table(dataset, sizes=(20, 100, 200, 500, 1000), epochs: int = 1, w_boo
     shuffled order. Baselines (``fpwb.baselines``) have no learned thresholds, so they skip the
     ``fired`` readout; ``raw`` is one row (readout ``pixels``, size = pixel count).
     methods: some of ALL_METHODS; METHODS (the default) leaves out ``forward_forward``.
-    ``backprop``: ``fpwb.similarity.backprop_layer`` of ``size`` neurons trained on the labels
+    ``backprop``: ``fpwb.evaluation.similarity.backprop_layer`` of ``size`` neurons trained on the labels
     (its defaults: 10 epochs of Adam), every readout but ``fired``. ``forward_forward``:
-    ``fpwb.forward_forward.forward_forward``, two layers of ``size`` neurons trained on the labels
+    ``fpwb.baselines.forward_forward.forward_forward``, two layers of ``size`` neurons trained on the labels
     (its defaults: 30 epochs), one row (readout ``neutral``: both layers' activities for the image
     with the neutral label, 2 x size features). ``epochs``, ``w_boost``, ``t_decay`` and ``mode``
     are Frontprop's only.
@@ -109,7 +111,7 @@ def probe_table(dataset, sizes=(20, 100, 200, 500, 1000), epochs: int = 1, w_boo
     test x train x features); None for all. on_row: called with each finished row (to save
     partial results of a long run).
 
-    Row fields (COLUMNS): probe_acc (linear probe, ``fpwb.probes.linear_probe``'s protocol),
+    Row fields (COLUMNS): probe_acc (linear probe, ``fpwb.evaluation.probes.linear_probe``'s protocol),
     knn_acc, probe_iters and probe_converged, fired (share of neurons that fired while learning;
     Frontprop only), active (share of features non-zero on at least one test sample), zeros
     (share of zero entries in the test features: how sparse each sample's features are),

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import FpLayer
-from .linear import FpLinear
+from ..layers.base import FpLayer
+from ..layers.linear import FpLinear
 
 
 def _check_every(name: str, value, allow_none: bool = False):

@@ -234,7 +234,7 @@ pre { white-space: pre-wrap; max-width: 40em; }
 
 
 def _sweep_rows(out_dir: Path) -> str:
-    """Index rows of the sweeps in out_dir/sweeps (their sweep.json, written by fpwb.sweep); green
+    """Index rows of the sweeps in out_dir/sweeps (their sweep.json, written by fpwb.runs.sweep); green
     only for a complete sweep (a running or interrupted one has no failures yet is not done)."""
     rows = []
     for path in sorted(out_dir.glob("sweeps/*/sweep.json")):

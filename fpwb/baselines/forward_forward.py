@@ -3,7 +3,7 @@ another local, forward-only rule, probed with the same protocol as Frontprop.
 
 Each layer is ``h = relu(W x / ||x|| + b)`` (the input scaled to unit length, so a layer can only
 pass on the *direction* of the activity below it, not its size). A layer's goodness is the mean of
-h squared. Positive data: an image with its own label code appended (``fpwb.labels.LabelCode``,
+h squared. Positive data: an image with its own label code appended (``fpwb.studies.labels.LabelCode``,
 one-hot, absolute values); negative data: the same image with a wrong label (drawn at random, or
 the wrong label the network currently likes best with ``hard_negatives``). Each layer minimises,
 on its own and with no gradient crossing layers,
@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import flatten
-from .labels import LabelCode
+from ..data import flatten
+from ..studies.labels import LabelCode
 
 
 class FFLayer(nn.Module):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .base import FpLayer
+from ..layers.base import FpLayer
 from .recorder import Recorder
 
 #: Diverging map for weights: 0 is white, sign shows as colour. Padding between tiles is grey.
@@ -192,7 +192,7 @@ def firing_counts(source, *, max_lines: int = 20, title: str | None = None) -> F
 def class_responses(layer: FpLayer, images, labels, n_classes: int | None = None) -> torch.Tensor:
     """Mean response (cosine of input and weights, max over locations for FpConv2d) of each
     neuron to each class: (N, n_classes). Classes without samples give NaN. The layer is untouched."""
-    from .probes import embed
+    from ..evaluation.probes import embed
 
     labels = torch.as_tensor(labels).long().cpu()
     if len(labels) != len(images):

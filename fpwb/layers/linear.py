@@ -18,14 +18,14 @@ class FpLinear(FpLayer):
     ``mode="sequential"`` is the exact per-sample rule (sample i+1 sees the state sample i left),
     computed without a loop over samples; ``mode="batch"`` lets a whole chunk of ``chunk_size``
     samples see the weights of the chunk start while the thresholds run as in sequential mode,
-    and combines each neuron's updates at the chunk end (see ``fpwb.engine.batch_chunk``).
+    and combines each neuron's updates at the chunk end (see ``fpwb.layers.engine.batch_chunk``).
 
     Input: (B, in_features) or (in_features,). Output: (B, out_features) or (out_features,).
     State (``state_dict``): ``weight`` (N, D), ``threshold`` (N,), ``fire_count`` (N,),
     ``samples_seen``.
 
     Switches beyond the plain rule (``rule="oja"``, lateral inhibition by ``k_winners`` /
-    ``k_output``, ``repulsion`` / ``repulsion_cosine``): see :class:`fpwb.base.FpLayer`. Their
+    ``k_output``, ``repulsion`` / ``repulsion_cosine``): see :class:`fpwb.layers.base.FpLayer`. Their
     default values keep the plain rule.
     """
 

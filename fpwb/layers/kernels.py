@@ -8,7 +8,7 @@ gathered copies), write fired values straight into the (positions, neurons) outp
 each moved neuron's weights themselves.
 
 The sequential scans take scaled projections ``u = (w . x) * r**-e`` and scaled threshold levels
-(see ``fpwb.engine``), and do no work for a neuron that does not fire. They differ in how a
+(see ``fpwb.layers.engine``), and do no work for a neuron that does not fire. They differ in how a
 neuron's later projections follow its weight change:
 
 - ``scan_gram`` (wide inputs, few positions): after a firing at i with value y, the new weight is
@@ -161,7 +161,7 @@ def _choose_winners(fired_u, n_fired, k_winners, chosen):
 
 @numba.njit(cache=True)
 def batch_walk(values, scale, valid, slot, level, k_winners, k_output, out, learned):
-    """Firing decisions of one batch chunk (see ``fpwb.engine.batch_chunk``): every position sees
+    """Firing decisions of one batch chunk (see ``fpwb.layers.engine.batch_chunk``): every position sees
     the chunk-start weights, thresholds follow the stream as in sequential mode.
 
     values (P, N) projections with the chunk-start weights, scale (P,) the decay scale of each

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import flatten
+from ..data import flatten
 
 
 @dataclass(frozen=True)
@@ -116,14 +116,14 @@ def neuron_labels(layer, code: LabelCode) -> torch.Tensor:
 
 def label_scores(layer, X_blank, code: LabelCode, readout: str = "topk", k=None) -> torch.Tensor:
     """Class scores (n, n_classes) the layer itself gives blank-coded samples: the features of each
-    sample (``fpwb.probes.embed`` with ``readout``) weigh each neuron's label part (its weights'
+    sample (``fpwb.evaluation.probes.embed`` with ``readout``) weigh each neuron's label part (its weights'
     code block, positive part), summed per class. Nothing is trained; the layer is unchanged.
 
     The default ``topk`` readout lets only the best-matching 10% of the neurons vote (``k=1``: the
     nearest neuron alone). ``relu`` lets every positively aligned neuron vote and blurs the
     answer; ``fired`` needs thresholds that blank-coded samples rarely reach when the layer
     learned with a strong code (its thresholds were set on image + label)."""
-    from .probes import embed
+    from ..evaluation.probes import embed
 
     features = embed(layer, X_blank, readout=readout, k=k)  # (n, N)
     _, part = code.split(layer.weight.reshape(len(layer.weight), -1))

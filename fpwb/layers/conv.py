@@ -22,13 +22,13 @@ class FpConv2d(FpLayer):
     becomes y. After the last location of a sample, every threshold decays once by (1 - t_decay).
     All-zero samples change nothing. ``mode="batch"``: every location of every sample in a chunk
     sees the kernels of the chunk start, the thresholds run as in sequential mode, and each
-    kernel's updates combine at the chunk end (see ``fpwb.engine.batch_chunk``).
+    kernel's updates combine at the chunk end (see ``fpwb.layers.engine.batch_chunk``).
 
     Output (B, out_channels, H_out, W_out) as ``nn.Conv2d``'s: y where fired, 0 elsewhere, each
     sample scaled to unit length when ``normalize_output``.
 
     Switches beyond the plain rule (``rule="oja"``, lateral inhibition by ``k_winners`` /
-    ``k_output``, ``repulsion`` / ``repulsion_cosine``): see :class:`fpwb.base.FpLayer`. Their
+    ``k_output``, ``repulsion`` / ``repulsion_cosine``): see :class:`fpwb.layers.base.FpLayer`. Their
     default values keep the plain rule.
     """
 

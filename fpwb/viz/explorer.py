@@ -16,8 +16,8 @@ import torch
 from matplotlib.figure import Figure
 
 from . import plots
-from .data import PATTERN_NAMES, SIMPLE_PATTERNS
-from .linear import FpLinear
+from ..data import PATTERN_NAMES, SIMPLE_PATTERNS
+from ..layers.linear import FpLinear
 from .recorder import Recorder
 
 
@@ -26,7 +26,7 @@ def _pool(data):
     if isinstance(data, str) and data == "patterns":
         return SIMPLE_PATTERNS.unsqueeze(1), torch.arange(len(SIMPLE_PATTERNS)), list(PATTERN_NAMES)
     if isinstance(data, str):
-        from . import data as datasets
+        from .. import data as datasets
         images, labels = datasets.load(data, split="train")
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .data.patterns import SIMPLE_PATTERNS, simple_patterns
-from .linear import FpLinear
+from ..data.patterns import SIMPLE_PATTERNS, simple_patterns
+from ..layers.linear import FpLinear
 
 
 def pattern_match(weight: torch.Tensor, patterns: torch.Tensor = SIMPLE_PATTERNS) -> torch.Tensor:

@@ -673,7 +673,7 @@ def sweep_command(args) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m fpwb.sweep NOTEBOOK --grid GRID.yaml ...``, the same as ``fpwb sweep``."""
+    """``python -m fpwb.runs.sweep NOTEBOOK --grid GRID.yaml ...``, the same as ``fpwb sweep``."""
     parser = argparse.ArgumentParser(prog="fpwb")
     add_sweep_command(parser.add_subparsers(required=True))
     args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import unit_rows
-from .data import flatten
-from .linear import FpLinear
+from ..layers.base import unit_rows
+from ..data import flatten
+from ..layers.linear import FpLinear
 
 BASELINES = ("random", "kmeans", "pca")
 

@@ -1,10 +1,10 @@
-"""What a layer's neurons are doing: how many ever fired, how many duplicate each other, which
-classes each fires for."""
+"""What a layer's neurons are doing: how many ever fired, how many learned, how many duplicate
+each other, which classes each fires for."""
 from __future__ import annotations
 
 import torch
 
-from .base import FpLayer, unit_rows
+from ..layers.base import FpLayer, unit_rows
 from .probes import embed
 
 
@@ -17,6 +17,26 @@ def fired_share(layer: FpLayer) -> float:
     """Share of neurons that fired at least once while the layer was learning (``fire_count`` > 0)."""
     _check_layer(layer)
     return float((layer.fire_count > 0).float().mean())
+
+
+def learned_neurons(layer: FpLayer, initial_weight, tolerance: float = 1e-6) -> torch.Tensor:
+    """Which neurons learned: their weights moved away from ``initial_weight`` (the layer's weight
+    before training, same shape) by more than ``tolerance`` (largest absolute change). Weights move
+    only while a layer learns, so a neuron that moved fired (or, under a rule where every neuron
+    learns, took part) while learning. # (N,) bool"""
+    _check_layer(layer)
+    initial = torch.as_tensor(initial_weight).to(layer.weight)
+    if initial.shape != layer.weight.shape:
+        raise ValueError(f"initial_weight must have the layer's weight shape {tuple(layer.weight.shape)}, "
+                         f"got {tuple(initial.shape)}")
+    change = (layer.weight - initial).reshape(len(initial), -1).abs().amax(1)  # (N,)
+    return change > tolerance
+
+
+def learned_share(layer: FpLayer, initial_weight, tolerance: float = 1e-6) -> float:
+    """Share of neurons that learned (see :func:`learned_neurons`). An untrained layer scores 0: a
+    configuration where most neurons never learned is mostly a random layer."""
+    return float(learned_neurons(layer, initial_weight, tolerance).float().mean())
 
 
 def redundant_pairs(layer: FpLayer, cosine: float = 0.95) -> torch.Tensor:

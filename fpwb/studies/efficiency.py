@@ -41,7 +41,7 @@ import time
 
 import torch
 
-from .linear import FpLinear
+from ..layers.linear import FpLinear
 
 MODES = ("frontprop", "frontprop-batch", "backprop")
 
@@ -175,7 +175,7 @@ def measure(mode: str, widths, *, in_features: int = 784, n_classes: int = 10, b
                   batch_size=batch_size, n_samples=n_samples, optimizer=optimizer, threads=threads,
                   seed=seed)
     if isolate:
-        done = subprocess.run([sys.executable, "-c", "import json, sys; from fpwb import efficiency; "
+        done = subprocess.run([sys.executable, "-c", "import json, sys; from fpwb.studies import efficiency; "
                                "print(json.dumps(efficiency._measure_here(**json.loads(sys.argv[1]))))",
                                json.dumps(config)], capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "OMP_NUM_THREADS": str(threads)})

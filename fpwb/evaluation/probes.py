@@ -18,9 +18,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .base import FpLayer, unit_rows
-from .conv import FpConv2d
-from .linear import FpLinear
+from ..layers.base import FpLayer, unit_rows
+from ..layers.conv import FpConv2d
+from ..layers.linear import FpLinear
 
 READOUTS = ("fired", "relu", "topk", "linear")
 

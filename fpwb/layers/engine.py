@@ -23,7 +23,7 @@ before step e0 has decayed to t * r**(e - e0) at step e (r = 1 - t_decay), so
 ``y >= t * r**(e - e0)``  <=>  ``y * r**-e >= t * r**-e0``. Each neuron keeps one scaled *level*
 per slot, and a firing at step e sets it to ``y * r**-e``.
 
-Switches beyond the plain rule (all off by default; see ``fpwb.base.FpLayer``):
+Switches beyond the plain rule (all off by default; see ``fpwb.layers.base.FpLayer``):
 
 - ``rule="oja"``: a fired neuron moves by ``w_boost * y * (x - y * w)`` and is *not*
   renormalised (Oja's rule keeps the norm near 1 by itself). Neurons stay independent, so the
@@ -84,7 +84,7 @@ def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, out, solver=
     x: (E, S, K) unit rows (zero rows where ``valid`` is False); valid: (E, S) bool;
     weight: (N, K) unit rows; threshold: (N, S); out: (E, S, N) zeros, filled with the fired
     values (y where the neuron fired at that position, 0 elsewhere) and returned. On CPU the per-neuron walks run compiled
-    (``fpwb.kernels``, scan "gram" or "direct", picked by cost); on other devices they run as
+    (``fpwb.layers.kernels``, scan "gram" or "direct", picked by cost); on other devices they run as
     vectorised firing rounds ("rounds"). ``solver`` forces one of the three (tests use it).
     With ``k_winners`` or ``repulsion`` (neurons interact) the compiled position-major walk runs
     instead (on CPU; other devices copy the chunk there and back), "gram" or "direct" as above.
