@@ -1,17 +1,18 @@
 """What FpLinear and FpConv2d share: hyper-parameters, state buffers, input checks, learning switch."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 from torch import nn
 
+from .. import rules
 from . import engine, kernels
 
-MODES = ("sequential", "batch")
+MODES = ("sequential", "batch", "reference")
 #: The dtypes the layers compute in (the compiled kernels are built for these).
 DTYPES = (torch.float32, torch.float64)
-RULES = engine.RULES
 #: While nothing fires, the learning loop checks this many positions ahead with one matmul.
 SILENT_LOOKAHEAD = 1024
 #: Default of ``repulsion_cosine``: neurons closer than this (cosine of their weights) repel.
@@ -54,11 +55,11 @@ class FpLayer(nn.Module):
 
     Switches beyond the plain rule (defaults keep it; all can be set live, validated):
 
-    - ``rule``: ``"frontprop"`` (a fired neuron moves to ``normalise(w + w_boost (x - w))``) or
-      ``"oja"`` (``w + w_boost * y * (x - y * w)``, Oja's rule). Oja's update is *not*
-      renormalised: the rows stay near unit length (Oja's rule converges to unit norm; one step
-      changes |w|^2 by about ``w_boost^2 y^2 (1 - y^2)``) but are not exactly unit, so y = w . x
-      is a cosine times |w| under this rule.
+    - ``rule``: what a neuron does when it fires, a name of ``fpwb.rules.names()`` or a
+      ``fpwb.rules.Rule`` object: ``"frontprop"`` (the default: a fired neuron moves to
+      ``normalise(w + w_boost (x - w))``), ``"oja"``, ``"per_neuron_rate"``, ``"homeostatic"``,
+      ``"soft_wta"``, ``"rank_k"`` (see each module of ``fpwb.rules``). ``layer.rule`` is the
+      rule object.
     - ``k_winners`` (int or None): lateral inhibition by k-winners-take-all. At each position
       (sample; for FpConv2d each output location) only the k most excited of the fired neurons
       learn (weights and threshold); ties go to the lower neuron index. The others keep their
@@ -71,8 +72,13 @@ class FpLayer(nn.Module):
       learners of one position see the weights of the start of that position. Repulsion costs
       O(N * inputs) per learning neuron (its cosine with every other neuron).
 
+    ``mode``: ``"sequential"`` (the exact per-position rule, fast), ``"batch"`` (weights held over
+    a chunk, see ``fpwb.layers.engine.batch_chunk``) or ``"reference"`` (the rule's plain step,
+    one position at a time: slow, obvious, the truth the fast paths are tested against).
+
     ``fire_count`` counts, per neuron, the positions where its output was non-zero while learning
-    (with ``k_output``: where it won).
+    (with ``k_output``: where it won); ``learn_count`` the positions where it learned (moved its
+    weights).
     """
 
     def __init__(self, *, w_boost, t_decay, mode, normalize_output, bias, chunk_size,
@@ -95,8 +101,6 @@ class FpLayer(nn.Module):
         self.repulsion = repulsion
         self.repulsion_cosine = repulsion_cosine
         self.frozen = False
-        # Force a solver (tests do): sequential "gram", "direct" or "rounds"; batch "compiled" or
-        # "tensor". None picks by device, switches and cost.
         self.solver = None
 
     # Hyper-parameters are validated on every assignment (widgets and sweeps set them live).
@@ -106,7 +110,12 @@ class FpLayer(nn.Module):
 
     @w_boost.setter
     def w_boost(self, value):
-        self._w_boost = check_hyperparameter("w_boost", value)
+        value = check_hyperparameter("w_boost", value)
+        rule = getattr(self, "_rule", None)
+        if rule is not None and value >= rule.max_w_boost:
+            raise ValueError(f"w_boost must be below {rule.max_w_boost:g} under rule {rule!r} "
+                             f"(larger steps diverge), got {value!r}")
+        self._w_boost = value
 
     @property
     def t_decay(self) -> float:
@@ -127,17 +136,39 @@ class FpLayer(nn.Module):
     def mode(self, value):
         if value not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {value!r}")
+        rule = getattr(self, "_rule", None)
+        if value == "batch" and rule is not None and not rule.has_batch:
+            raise ValueError(f"rule {rule!r} has no batch form; use mode 'sequential' or 'reference'")
         self._mode = value
 
     @property
-    def rule(self) -> str:
+    def rule(self) -> rules.Rule:
         return self._rule
 
     @rule.setter
     def rule(self, value):
-        if value not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {value!r}")
-        self._rule = value
+        rule = rules.get(value)
+        rule.check_switches(k_winners=getattr(self, "_k_winners", None),
+                            repulsion=getattr(self, "_repulsion", 0.0))
+        if getattr(self, "_w_boost", 0.0) >= rule.max_w_boost:
+            raise ValueError(f"rule {rule!r} needs w_boost below {rule.max_w_boost:g}, "
+                             f"the layer has {self._w_boost!r}")
+        if getattr(self, "_mode", "sequential") == "batch" and not rule.has_batch:
+            raise ValueError(f"rule {rule!r} has no batch form; use mode 'sequential' or 'reference'")
+        self._rule = rule
+
+    @property
+    def solver(self):
+        """Force a solver (tests do): sequential "gram", "direct", "rounds" or "reference"; batch
+        "compiled" or "tensor". None picks by device, rule, switches and cost."""
+        return self._solver
+
+    @solver.setter
+    def solver(self, value):
+        known = sorted({s for mode in engine.SOLVERS.values() for s in mode})
+        if value is not None and value not in known:
+            raise ValueError(f"solver must be None or one of {known}, got {value!r}")
+        self._solver = value
 
     @property
     def k_winners(self):
@@ -149,6 +180,8 @@ class FpLayer(nn.Module):
             raise ValueError(f"k_winners must be None or a positive int, got {value!r}")
         if value is None and getattr(self, "_k_output", False):
             raise ValueError("k_output needs k_winners: set k_output=False first")
+        if hasattr(self, "_rule"):
+            self._rule.check_switches(k_winners=value, repulsion=getattr(self, "_repulsion", 0.0))
         self._k_winners = value
 
     @property
@@ -175,6 +208,8 @@ class FpLayer(nn.Module):
             number = math.nan
         if isinstance(value, bool) or not math.isfinite(number) or number < 0:
             raise ValueError(f"repulsion must be a finite number >= 0, got {value!r}")
+        if hasattr(self, "_rule"):
+            self._rule.check_switches(k_winners=self.k_winners, repulsion=number)
         self._repulsion = number
 
     @property
@@ -191,10 +226,12 @@ class FpLayer(nn.Module):
             raise ValueError(f"repulsion_cosine must lie in [-1, 1), got {value!r}")
         self._repulsion_cosine = number
 
-    def switches(self) -> dict:
-        """The rule switches as keyword arguments of the engine (and of the constructors)."""
-        return {"rule": self.rule, "k_winners": self.k_winners, "k_output": self.k_output,
-                "repulsion": self.repulsion, "repulsion_cosine": self.repulsion_cosine}
+    def learning_setup(self) -> engine.Learning:
+        """The rule, its switches and the solver, as the engine takes them."""
+        return engine.Learning(rule=self.rule, w_boost=self.w_boost, t_decay=self.t_decay,
+                               k_winners=self.k_winners, k_output=self.k_output,
+                               repulsion=self.repulsion, repulsion_cosine=self.repulsion_cosine,
+                               solver=self.solver)
 
     @property
     def learning(self) -> bool:
@@ -221,6 +258,7 @@ class FpLayer(nn.Module):
         weight /= weight.norm(dim=1, keepdim=True)
         self.register_buffer("weight", weight.to(device))
         self.register_buffer("fire_count", torch.zeros(n, dtype=torch.long, device=device))
+        self.register_buffer("learn_count", torch.zeros(n, dtype=torch.long, device=device))
         self.register_buffer("samples_seen", torch.zeros((), dtype=torch.long, device=device))
 
     def _check_tensor(self, x) -> torch.Tensor:
@@ -257,29 +295,36 @@ class FpLayer(nn.Module):
         E, S, _ = x.shape
         if E == 0:
             return x.new_zeros(0, S, weight.shape[0])
+        learning = self.learning_setup()
+        if self.mode == "reference":
+            learning = dataclasses.replace(learning, solver="reference")
+        mode = "batch" if self.mode == "batch" else "sequential"
+        engine.check_solver(mode, learning)
         steps = engine.max_steps(self.t_decay, max(1, self.chunk_size // S))
         # Until the layer first fires, look ahead over a longer stretch: one large matmul instead
         # of several chunk-sized ones (silent steps only decay the thresholds). Whole chunks, so
         # that batch chunks keep their places in the stream. The choice depends on the state
         # alone (fire_count), so a restored layer computes bit for bit what the original does.
         lookahead = steps * max(1, engine.max_steps(self.t_decay, SILENT_LOOKAHEAD // S) // steps)
-        solve = engine.sequential_chunk if self.mode == "sequential" else engine.batch_chunk
+        solve = engine.batch_chunk if mode == "batch" else engine.sequential_chunk
         out = x.new_zeros(E, S, weight.shape[0])  # (E, S, N), filled chunk by chunk
-        start, quiet = 0, not bool(self.fire_count.any())
+        first_step = int(self.samples_seen)
+        start = 0
+        quiet = learning.quiet_until_fired and not bool(self.fire_count.any())
         while start < E:
             if quiet:
                 span = slice(start, start + lookahead)
                 skip = engine.silent_steps(x[span], valid[span], weight, threshold, self.t_decay)
                 quiet = skip == len(x[span])
-                if self.mode == "batch" and not quiet:
+                if mode == "batch" and not quiet:
                     skip -= skip % steps
                 threshold.mul_((1.0 - self.t_decay) ** skip)
                 start += skip
                 if quiet:
                     continue
             chunk = slice(start, start + steps)
-            solve(x[chunk], valid[chunk], weight, threshold, self.w_boost, self.t_decay, out[chunk],
-                  solver=self.solver, **self.switches())
+            solve(x[chunk], valid[chunk], weight, threshold, self.learn_count, out[chunk],
+                  learning=learning, step=first_step + start)
             self._count_fired(out[chunk])
             quiet = False
             start += steps
@@ -304,7 +349,7 @@ class FpLayer(nn.Module):
     def extra_repr(self) -> str:
         frozen = ", frozen" if self.frozen else ""
         extra = ""
-        if self.rule != "frontprop":
+        if self.rule != rules.Frontprop():
             extra += f", rule={self.rule!r}"
         if self.k_winners is not None:
             extra += f", k_winners={self.k_winners}" + (", k_output=True" if self.k_output else "")

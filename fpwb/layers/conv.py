@@ -27,16 +27,17 @@ class FpConv2d(FpLayer):
     Output (B, out_channels, H_out, W_out) as ``nn.Conv2d``'s: y where fired, 0 elsewhere, each
     sample scaled to unit length when ``normalize_output``.
 
-    Switches beyond the plain rule (``rule="oja"``, lateral inhibition by ``k_winners`` /
-    ``k_output``, ``repulsion`` / ``repulsion_cosine``): see :class:`fpwb.layers.base.FpLayer`. Their
-    default values keep the plain rule.
+    The rule (``rule=``: a name of ``fpwb.rules.names()`` or a ``fpwb.rules.Rule``) and the
+    switches (lateral inhibition by ``k_winners`` / ``k_output``, ``repulsion`` /
+    ``repulsion_cosine``): see :class:`fpwb.layers.base.FpLayer`. Their defaults keep the plain
+    rule. State also holds ``learn_count`` (N,).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = False, *, w_boost: float = 0.02,
                  t_decay: float = 0.0005, mode: str = "sequential", normalize_output: bool = True,
                  chunk_size: int = 65536, seed=None, device=None, dtype=None,
-                 rule: str = "frontprop", k_winners=None, k_output: bool = False,
+                 rule="frontprop", k_winners=None, k_output: bool = False,
                  repulsion: float = 0.0, repulsion_cosine: float = REPULSION_COSINE):
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -1,54 +1,100 @@
-"""The Frontprop rule over a chunk of inputs: exact sequential solver and parallel batch update.
+"""A learning rule over a chunk of inputs: the reference walk, the exact sequential solvers and the
+parallel batch update.
 
 Both layers reduce their input to the same picture: a chunk of E steps (samples), each holding S
 slots (FpLinear: one; FpConv2d: one per output location), each slot a unit vector of K values.
 Every neuron has one threshold per slot. The stream order is step by step, slots in order inside a
-step; every threshold decays once at the end of each step.
+step; the thresholds' end-of-step change (the decay) comes after each step's slots.
 
-The sequential solvers rely on one fact of the rule: neurons never interact. A neuron's path
-through the chunk depends only on its own weights, its own thresholds and the inputs. One matmul
-gives every projection of the chunk; then, on CPU, a compiled scan walks each neuron that fires
-somewhere through the chunk on its own (``kernels.scan_gram`` / ``scan_direct``). On other
-devices the walk runs as *firing rounds*: in round k every neuron that still fires somewhere
-finds its next firing position at once (one compare over the chunk), takes its update there, and
-recomputes its projections for the rest of the chunk (one matmul for all those neurons). The
-number of rounds is the largest number of times any single neuron fires in the chunk, not the
-number of samples.
+What a neuron does comes from the rule (``fpwb.rules``); the solvers here only use what the rule
+declares:
 
-Batch mode (``batch_chunk``) holds the weights at the chunk start and lets the thresholds run as
-in sequential mode, so its firings need no recomputed projections at all.
+- ``reference_chunk`` calls the rule's plain ``step`` at every position: any rule, any switch.
+- The sequential solvers serve rules whose update has the linear form ``c * w + d * x`` with the
+  plain threshold dynamics. With no interaction between neurons, a neuron's path through the
+  chunk depends only on its own weights, thresholds and the inputs: one matmul gives every
+  projection, then on CPU a compiled scan walks each neuron that fires somewhere on its own
+  (``kernels.scan_gram`` / ``scan_direct``); on other devices the walk runs as *firing rounds*:
+  in round k every neuron that still fires somewhere finds its next firing position at once,
+  takes its update there, and recomputes its projections for the rest of the chunk. With
+  k-winners-take-all or repulsion (neurons interact) the compiled walk goes position by position
+  (``kernels.scan_positions``). Other rules run the reference walk.
+- ``batch_chunk`` holds the weights at the chunk start and lets the thresholds run as in
+  sequential mode, then moves each neuron once: the rule's combined linear move
+  (``batch_update``) or its own (``batch_move``).
 
 Thresholds are compared in a scaled domain so that pure decay needs no work: a threshold t set
 before step e0 has decayed to t * r**(e - e0) at step e (r = 1 - t_decay), so
 ``y >= t * r**(e - e0)``  <=>  ``y * r**-e >= t * r**-e0``. Each neuron keeps one scaled *level*
 per slot, and a firing at step e sets it to ``y * r**-e``.
-
-Switches beyond the plain rule (all off by default; see ``fpwb.layers.base.FpLayer``):
-
-- ``rule="oja"``: a fired neuron moves by ``w_boost * y * (x - y * w)`` and is *not*
-  renormalised (Oja's rule keeps the norm near 1 by itself). Neurons stay independent, so the
-  per-neuron solvers above run it unchanged.
-- ``k_winners``: at each position only the k most excited of the fired neurons learn (weights
-  and threshold); ``k_output`` also zeroes the losers' output.
-- ``repulsion``: a learning neuron j also moves by ``repulsion * (w_j - w_m) / |w_j - w_m|`` (a
-  step of length ``repulsion`` straight away from m) for every other neuron m whose weights have
-  cosine > ``repulsion_cosine`` with its own (at the start of the position).
-
-With k-WTA or repulsion neurons interact, so the sequential solver walks the chunk position by
-position instead (``kernels.scan_positions``): at each position the fired neurons are read from
-maintained projections, the winners' new weights are all computed from the weights at the
-start of the position, then written. That is the order of the per-sample rule.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from ..rules import Rule
 from . import kernels
 
 # Scaled thresholds grow like r**-E over a chunk; keep that factor well inside float32 range.
 MAX_SCALE = 1e6
+#: The solvers each mode can be forced to (``layer.solver``; None picks by device, rule and cost).
+SOLVERS = {"sequential": ("gram", "direct", "rounds", "reference"), "batch": ("compiled", "tensor")}
+
+
+@dataclass(frozen=True)
+class Learning:
+    """What a learning forward needs besides the data and the state: the rule and its switches."""
+
+    rule: Rule
+    w_boost: float
+    t_decay: float
+    k_winners: int | None = None
+    k_output: bool = False
+    repulsion: float = 0.0
+    repulsion_cosine: float = 0.9
+    solver: str | None = None
+
+    def winners(self, n_neurons: int):
+        """k_winners, or None when every fired neuron is among the k most excited."""
+        return None if self.k_winners is None or self.k_winners >= n_neurons else self.k_winners
+
+    @property
+    def compiled_rule(self):
+        """The rule as the kernels take it: (update, params, renormalise, w_boost)."""
+        return (self.rule.compiled_update(), self.rule.params_array(), self.rule.renormalise, self.w_boost)
+
+    @property
+    def compiled_batch_rule(self):
+        return (self.rule.compiled_batch_update(), self.rule.params_array(), self.rule.renormalise,
+                self.w_boost)
+
+    @property
+    def quiet_until_fired(self) -> bool:
+        """Nothing changes but the decay while no neuron fires (the silent lookahead may skip)."""
+        return self.rule.plain_thresholds and not self.rule.interacts
+
+
+def check_solver(mode: str, learning: Learning):
+    """Refuse a forced solver that does not exist for the mode or cannot serve the rule/switches."""
+    solver, rule = learning.solver, learning.rule
+    if solver is None:
+        return
+    if solver not in SOLVERS[mode]:
+        raise ValueError(f"solver for mode {mode!r} must be None or one of {SOLVERS[mode]}, got {solver!r}")
+    interacting = learning.k_winners is not None or learning.repulsion > 0
+    if mode == "sequential" and solver != "reference":
+        if not rule.scans:
+            raise ValueError(f"solver {solver!r} needs a rule with a linear update, plain thresholds "
+                             f"and independent neurons; rule {rule!r} runs solver='reference'")
+        if solver == "rounds" and interacting:
+            raise ValueError("solver 'rounds' walks neurons one by one; with k_winners or repulsion "
+                             "they interact: use 'gram', 'direct' or None")
+    if mode == "batch" and solver == "compiled" and not rule.plain_thresholds:
+        raise ValueError(f"solver 'compiled' walks the plain threshold dynamics; rule {rule!r} "
+                         f"needs solver='tensor' or None")
 
 
 def max_steps(t_decay: float, requested: int) -> int:
@@ -63,9 +109,6 @@ def decay_scale(steps: int, r: float, like: torch.Tensor) -> torch.Tensor:
     return torch.exp(-e * math.log(r))
 
 
-RULES = ("frontprop", "oja")
-
-
 def gram_pays(P: int, A: int, K: int) -> bool:
     """Whether the Gram scan beats the direct one for P positions, A firing neurons, K inputs.
 
@@ -76,33 +119,60 @@ def gram_pays(P: int, A: int, K: int) -> bool:
     return (P + A) / 10 + A * P / (8 * K) < A
 
 
-def sequential_chunk(x, valid, weight, threshold, w_boost, t_decay, out, solver=None, *,
-                     rule="frontprop", k_winners=None, k_output=False, repulsion=0.0,
-                     repulsion_cosine=0.9):
-    """Run the exact per-sample rule over one chunk, in place on ``weight`` and ``threshold``.
+def _stream(x, valid, step):
+    """The kernels' (x, valid, slot, step) of a chunk x (E, S, K) starting at global step ``step``."""
+    E, S, K = x.shape
+    position = torch.arange(E * S)
+    return (kernels.as_array(x.reshape(E * S, K)), kernels.as_array(valid.reshape(E * S)),
+            position.remainder(S).numpy(), position.div(S, rounding_mode="floor").double().add_(step).numpy())
+
+
+def sequential_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, step: int):
+    """Run the exact per-position rule over one chunk, in place on ``weight``, ``threshold`` and
+    ``count``.
 
     x: (E, S, K) unit rows (zero rows where ``valid`` is False); valid: (E, S) bool;
-    weight: (N, K) unit rows; threshold: (N, S); out: (E, S, N) zeros, filled with the fired
-    values (y where the neuron fired at that position, 0 elsewhere) and returned. On CPU the per-neuron walks run compiled
-    (``fpwb.layers.kernels``, scan "gram" or "direct", picked by cost); on other devices they run as
-    vectorised firing rounds ("rounds"). ``solver`` forces one of the three (tests use it).
-    With ``k_winners`` or ``repulsion`` (neurons interact) the compiled position-major walk runs
-    instead (on CPU; other devices copy the chunk there and back), "gram" or "direct" as above.
+    weight: (N, K); threshold: (N, S); count: (N,) learnings per neuron; step: the global index of
+    the chunk's first sample; out: (E, S, N) zeros, filled with the fired values (y where the
+    neuron fired at that position, 0 elsewhere) and returned.
     """
-    oja = rule == "oja"
-    if k_winners is not None and k_winners >= weight.shape[0]:
-        k_winners = None  # every fired neuron is among the k most excited
-    if k_winners is not None or repulsion > 0:
+    rule, solver = learning.rule, learning.solver
+    if solver == "reference" or not rule.scans:
+        return reference_chunk(x, valid, weight, threshold, count, out, learning=learning, step=step)
+    k_winners = learning.winners(weight.shape[0])
+    if k_winners is not None or learning.repulsion > 0:
         scan = solver if solver in ("gram", "direct") else "auto"
-        fired, won = sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan=scan,
-                                          oja=oja, k_winners=k_winners or 0, repulsion=repulsion,
-                                          repulsion_cosine=repulsion_cosine)
-        return out.copy_(fired * won if k_output else fired)
-    if solver is None:
-        solver = "auto" if x.device.type == "cpu" else "rounds"
-    if solver == "rounds":
-        return sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, out, oja=oja)
-    return sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, out, scan=solver, oja=oja)
+        fired, won = sequential_positions(x, valid, weight, threshold, count, learning=learning,
+                                          step=step, scan=scan, k_winners=k_winners or 0)
+        return out.copy_(fired * won if learning.k_output else fired)
+    if solver == "rounds" or (solver is None and x.device.type != "cpu"):
+        return sequential_rounds(x, valid, weight, threshold, count, out, learning=learning, step=step)
+    return sequential_cpu(x, valid, weight, threshold, count, out, learning=learning, step=step,
+                          scan=solver or "auto")
+
+
+def reference_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, step: int):
+    """The rule's plain ``step`` at every valid position, then its ``end_step`` after each step:
+    slow, obvious, any rule and switch. Shapes as in :func:`sequential_chunk`."""
+    rule = learning.rule
+    E, S, _ = x.shape
+    switches = dict(k_winners=learning.winners(weight.shape[0]), k_output=learning.k_output,
+                    repulsion=learning.repulsion, repulsion_cosine=learning.repulsion_cosine)
+    for e in range(E):
+        fired = torch.zeros_like(threshold, dtype=torch.bool)  # (N, S) fired during this step
+        for s in range(S):
+            if not bool(valid[e, s]):
+                continue
+            new_weight, new_threshold, output, learned = rule.step(
+                weight, threshold[:, s], x[e, s], w_boost=learning.w_boost, count=count,
+                step=step + e, **switches)
+            weight.copy_(new_weight)
+            threshold[:, s] = new_threshold
+            out[e, s] = output
+            count += learned
+            fired[:, s] = output != 0
+        threshold.copy_(rule.end_step(threshold, t_decay=learning.t_decay, fired=fired))
+    return out
 
 
 def scaled_projections(x, valid, weight, threshold, r):
@@ -124,7 +194,8 @@ def scaled_projections(x, valid, weight, threshold, r):
 
 def silent_steps(x, valid, weight, threshold, t_decay) -> int:
     """How many leading steps of x (E, S, K) fire no neuron from the current state (E when none
-    does). Over those steps the layer only decays its thresholds, in either mode."""
+    does). Over those steps a rule with plain thresholds that learns only where neurons fire
+    (``Learning.quiet_until_fired``) only decays its thresholds, in either mode."""
     E, S, _ = x.shape
     _, _, u, fires = scaled_projections(x, valid, weight, threshold, 1.0 - t_decay)
     if not bool(fires.any()):
@@ -133,24 +204,24 @@ def silent_steps(x, valid, weight, threshold, t_decay) -> int:
     return int(reached.any(2).any(0).to(torch.uint8).argmax())
 
 
-def sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan="auto", oja=False,
-                         k_winners=0, repulsion=0.0, repulsion_cosine=0.9):
+def sequential_positions(x, valid, weight, threshold, count, *, learning: Learning, step: int,
+                         scan="auto", k_winners=0):
     """Exact rule with interacting neurons, position by position (``kernels.scan_positions``).
 
     Shapes as in :func:`sequential_chunk`; returns (fired values, learned) both (E, S, N).
     """
     device = x.device
     if device.type != "cpu":
-        w_cpu, t_cpu = weight.cpu(), threshold.cpu()
-        out, won = sequential_positions(x.cpu(), valid.cpu(), w_cpu, t_cpu, w_boost, t_decay, scan,
-                                        oja, k_winners, repulsion, repulsion_cosine)
-        weight.copy_(w_cpu)
-        threshold.copy_(t_cpu)
+        state = weight.cpu(), threshold.cpu(), count.cpu()
+        out, won = sequential_positions(x.cpu(), valid.cpu(), *state, learning=learning, step=step,
+                                        scan=scan, k_winners=k_winners)
+        for target, source in zip((weight, threshold, count), state):
+            target.copy_(source)
         return out.to(device), won.to(device)
     E, S, K = x.shape
     N = weight.shape[0]
     P = E * S
-    r = 1.0 - t_decay
+    r = 1.0 - learning.t_decay
     flat_x, scale, u, active = scaled_projections(x, valid, weight, threshold, r)
     out = x.new_zeros(N, P)
     won = torch.zeros(N, P, dtype=torch.bool)
@@ -160,47 +231,52 @@ def sequential_positions(x, valid, weight, threshold, w_boost, t_decay, scan="au
         gram = (flat_x @ flat_x.T) * scale if use_gram else x.new_zeros(1, 1)
         w = weight.contiguous().clone()
         level = threshold.contiguous().clone()
-        kernels.scan_positions(u.contiguous().numpy(), kernels.as_array(flat_x), gram.numpy(),
-                               w.numpy(), scale.numpy(), kernels.as_array(valid.reshape(P)),
-                               torch.arange(P).remainder_(S).numpy(), active.numpy(),
-                               level.numpy(), w_boost, k_winners, repulsion, repulsion_cosine,
-                               oja, use_gram, out.numpy(), won.numpy())
+        kernels.scan_positions(u.contiguous().numpy(), gram.numpy(), scale.numpy(),
+                               _stream(x, valid, step), active.numpy(),
+                               (w.numpy(), level.numpy(), count.numpy()), learning.compiled_rule,
+                               (k_winners, learning.repulsion, learning.repulsion_cosine, use_gram),
+                               out.numpy(), won.numpy())
         weight.copy_(w)
         threshold.copy_(level)
     threshold.mul_(r ** E)
     return out.T.reshape(E, S, N), won.T.reshape(E, S, N)
 
 
-def sequential_cpu(x, valid, weight, threshold, w_boost, t_decay, out, scan="auto", oja=False):
-    """CPU solver: one matmul for all projections, then compiled per-neuron scans that update
-    ``weight`` and ``threshold`` in place and write the fired values straight into the output."""
+def sequential_cpu(x, valid, weight, threshold, count, out, *, learning: Learning, step: int, scan="auto"):
+    """CPU solver: one matmul for all projections, then compiled per-neuron scans that update the
+    state in place and write the fired values straight into the output."""
     E, S, K = x.shape
     P = E * S
-    r = 1.0 - t_decay
+    r = 1.0 - learning.t_decay
     flat_x, scale, u, fires = scaled_projections(x, valid, weight, threshold, r)
     fired = out.view(P, -1)  # (P, N)
     neurons = fires.nonzero().squeeze(1)  # (A,) neurons that fire somewhere in the chunk
     if neurons.numel():
         kernels.match_threads()
-        positions = (kernels.as_array(valid.reshape(P)), kernels.as_array(torch.arange(P).remainder_(S)),
-                     neurons.numpy())
-        state = (kernels.as_array(flat_x), weight.numpy(), threshold.numpy())
+        stream = _stream(x, valid, step)
+        state = (weight.numpy(), threshold.numpy(), count.numpy())
         if scan == "gram" or (scan == "auto" and gram_pays(P, neurons.numel(), K)):
             gram = (flat_x @ flat_x.T) * scale  # (P, P)
-            kernels.scan_gram(u.numpy(), gram.numpy(), (1.0 / scale).numpy(), *positions, *state,
-                              w_boost, fired.numpy(), oja)
+            kernels.scan_gram(u.numpy(), gram.numpy(), (1.0 / scale).numpy(), stream, neurons.numpy(),
+                              state, learning.compiled_rule, fired.numpy())
         else:
-            kernels.scan_direct(u.numpy(), state[0], scale.numpy(), *positions, *state[1:],
-                                fired.numpy(), w_boost, oja)
+            kernels.scan_direct(u.numpy(), scale.numpy(), stream, neurons.numpy(), state,
+                                learning.compiled_rule, fired.numpy())
     threshold.mul_(r ** E)
     return out
 
 
-def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, out, oja=False):
+def _column(value, like):
+    """A coefficient (a number or an (A,) tensor) as a column that broadcasts over rows of like."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1, 1)
+
+
+def sequential_rounds(x, valid, weight, threshold, count, out, *, learning: Learning, step: int):
     """Device-generic solver: firing rounds vectorised over neurons (see the module docstring)."""
+    rule = learning.rule
     E, S, K = x.shape
     N = weight.shape[0]
-    r = 1.0 - t_decay
+    r = 1.0 - learning.t_decay
     scale = decay_scale(E, r, x)  # (E,)
     flat_x = x.reshape(E * S, K)  # (P, K), position p = e * S + s
     fired_values = out.view(E * S, N)
@@ -215,25 +291,28 @@ def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, out, oja=Fa
         threshold.mul_(r ** E)
         return out
 
+    params = torch.tensor(rule.params(), dtype=x.dtype, device=x.device)
     idx = any_fire.nonzero().squeeze(1)  # (A,) neurons that fire at least once
     w = weight[idx]  # (A, K)
     lev = level[:, idx]  # (S, A)
+    learned = count[idx].clone()  # (A,)
     fires = fires[:, idx]  # (P, A)
     values = projections[:, idx]  # (P, A)
     position = torch.arange(E * S, device=x.device)
     step_scale = scale.repeat_interleave(S)  # (P,)
     slot = position % S  # (P,)
+    step_of = position.div(S, rounding_mode="floor").to(x.dtype) + step  # (P,)
     cols = torch.arange(idx.numel(), device=x.device)
     valid_flat = valid.reshape(E * S, 1)
     while True:
         first = fires.to(torch.uint8).argmax(0)  # (A,) first firing position of each neuron
         y = values[first, cols]  # (A,)
         fired_values[first, idx] = y
-        if oja:
-            w += (w_boost * y).unsqueeze(1) * (flat_x[first] - y.unsqueeze(1) * w)
-        else:
-            w += w_boost * (flat_x[first] - w)
-            w /= w.norm(dim=1, keepdim=True)
+        c, d = type(rule).update(y, learning.w_boost, learned.to(x.dtype), step_of[first], params)
+        w = _column(c, w) * w + _column(d, w) * flat_x[first]
+        if rule.renormalise:
+            w = w / w.norm(dim=1, keepdim=True)
+        learned += 1
         lev[slot[first], cols] = y * step_scale[first]
         # Only positions after each neuron's latest firing can fire it next.
         later = position.unsqueeze(1) > first  # (P, A)
@@ -245,9 +324,11 @@ def sequential_rounds(x, valid, weight, threshold, w_boost, t_decay, out, oja=Fa
             done = ~still
             weight[idx[done]] = w[done]
             threshold[idx[done]] = lev[:, done].T
+            count[idx[done]] = learned[done]
             if not bool(still.any()):
                 break
-            idx, w, lev, fires, values = idx[still], w[still], lev[:, still], fires[:, still], values[:, still]
+            idx, w, lev, fires, values, learned = (idx[still], w[still], lev[:, still], fires[:, still],
+                                                   values[:, still], learned[still])
             cols = torch.arange(idx.numel(), device=x.device)
     threshold.mul_(r ** E)
     return out
@@ -263,60 +344,82 @@ def top_k_mask(values, fired, k):
     return torch.zeros_like(fired).scatter_(-1, top, True) & fired
 
 
-def batch_chunk(x, valid, weight, threshold, w_boost, t_decay, out, solver=None, *, rule="frontprop",
-                k_winners=None, k_output=False, repulsion=0.0, repulsion_cosine=0.9):
-    """The parallel mini-batch variant, in place on ``weight`` and ``threshold``.
+def batch_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, step: int):
+    """The parallel mini-batch variant, in place on ``weight``, ``threshold`` and ``count``.
 
     Every position sees the weights of the chunk start; the thresholds follow the stream exactly
-    as in sequential mode (a firing sets the neuron's threshold at that slot to y, every
-    threshold decays once per step). So a neuron fires where its chunk-start projection reaches
-    the running level: the decayed start threshold, or its last firing value, decayed since.
-    This is sequential mode with the weight updates held to the chunk end, where the updates of
-    a neuron that fired at k positions combine into one move toward the mean m of those inputs,
-    worth k sequential steps: ``w <- normalise(w + (1 - (1 - w_boost)**k) * (m - w))`` (k = 1 is
-    exactly the sequential update). Shapes and ``out`` as in :func:`sequential_chunk`.
+    as in sequential mode (a learner's threshold at that slot becomes y; the end-of-step change
+    after every step). So a neuron fires where its chunk-start projection reaches the running
+    level. This is sequential mode with the weight updates held to the chunk end, where each
+    neuron moves once: the rule's ``batch_update`` combines the moves of a neuron that learned at
+    several positions (the plain rule: one move toward the mean of those inputs, worth that many
+    sequential steps), or the rule's own ``batch_move`` moves every neuron (interacting rules).
+    Shapes and ``out`` as in :func:`sequential_chunk`.
 
     Switches: ``k_winners``: at each position only the k most excited fired neurons learn (their
     firings move the weights and their thresholds; ``k_output``: only they output).
-    ``rule="oja"``: the summed Oja update ``w + w_boost * sum_e y_e (x_e - y_e w)`` over those
-    positions, not renormalised. ``repulsion``: each learning neuron adds
-    ``repulsion * (w - w_m) / |w - w_m|`` once per chunk for each neuron m whose chunk-start
-    weights have cosine > ``repulsion_cosine`` with its own.
+    ``repulsion``: each learning neuron adds ``repulsion * (w - w_m) / |w - w_m|`` once per chunk
+    for each neuron m whose chunk-start weights have cosine > ``repulsion_cosine`` with its own.
 
-    Solvers: "compiled" (CPU) walks the positions in ``kernels.batch_walk`` and moves the plain
-    rule's weights with ``kernels.batch_move``, touching only the firings; "tensor" (the default
-    on other devices) finds the firings of the plain rule from a running maximum over the chunk
-    and moves the weights with matmuls (with ``k_winners`` neurons interact: the walk runs on
-    CPU). ``solver`` forces one (tests use it).
+    Solvers: "compiled" (CPU) walks the positions in ``kernels.batch_walk`` and moves the weights
+    with ``kernels.batch_move``, touching only the firings; "tensor" (the default on other
+    devices) finds the firings of the plain dynamics from a running maximum over the chunk and
+    moves the weights with matmuls (with ``k_winners`` neurons interact: the walk runs on CPU).
+    Rules with their own threshold dynamics walk the steps with tensors.
     """
+    rule = learning.rule
     E, S, K = x.shape
     N = weight.shape[0]
-    r = 1.0 - t_decay
-    if k_winners is not None and k_winners >= N:
-        k_winners = None  # every fired neuron is among the k most excited
-    if solver is None:
-        solver = "compiled" if x.device.type == "cpu" else "tensor"
+    P = E * S
+    r = 1.0 - learning.t_decay
+    k_winners = learning.winners(N)
+    solver = learning.solver or ("compiled" if x.device.type == "cpu" else "tensor")
     scale = decay_scale(E, r, x)  # (E,)
-    flat_x = x.reshape(E * S, K)  # (P, K)
+    flat_x = x.reshape(P, K)
     values = flat_x @ weight.T  # (P, N)
-    if solver == "tensor" and k_winners is None:
+    if not rule.plain_thresholds:
+        learn = threshold_walk(values.view(E, S, N), valid, threshold, out, learning=learning, k_winners=k_winners)
+    elif solver == "tensor" and k_winners is None:
         scaled = (values.view(E, S, N) * scale.view(E, 1, 1)).masked_fill_(~valid.unsqueeze(-1), -math.inf)
         running = scaled.cummax(0).values  # (E, S, N) highest scaled value up to each step
         before = torch.cat([torch.full_like(running[:1], -math.inf), running[:-1]])
-        learn = (scaled >= torch.maximum(before, threshold.T)).view(E * S, N)
-        torch.mul(values, learn, out=out.view(E * S, N))
+        learn = (scaled >= torch.maximum(before, threshold.T)).view(P, N)
+        torch.mul(values, learn, out=out.view(P, N))
         threshold.copy_(torch.maximum(threshold, running[-1].T))
     else:
-        learn = batch_firings(values, scale.repeat_interleave(S), valid.reshape(E * S),
-                              torch.arange(E * S, device=x.device).remainder_(S), threshold,
-                              k_winners or 0, k_output, out.view(E * S, N))
-    if solver == "compiled" and rule == "frontprop" and repulsion == 0 and x.device.type == "cpu":
+        learn = batch_firings(values, scale.repeat_interleave(S), valid.reshape(P),
+                              torch.arange(P, device=x.device).remainder_(S), threshold,
+                              k_winners or 0, learning.k_output, out.view(P, N))
+    if not rule.linear:
+        keep = valid.reshape(P)
+        rule.batch_move(flat_x[keep], values[keep], weight, w_boost=learning.w_boost, count=count, step=step)
+    elif solver == "compiled" and learning.repulsion == 0 and x.device.type == "cpu":
         kernels.match_threads()
-        kernels.batch_move(learn.numpy(), kernels.as_array(flat_x), weight.numpy(), w_boost)
+        kernels.batch_move(learn.numpy(), kernels.as_array(values), kernels.as_array(flat_x),
+                           weight.numpy(), count.numpy(), float(step), learning.compiled_batch_rule)
     else:
-        batch_move(flat_x, learn, values, weight, w_boost, rule, repulsion, repulsion_cosine)
-    threshold.mul_(r ** E)
+        batch_move(flat_x, learn, values, weight, count, learning=learning, step=step)
+    if rule.plain_thresholds:
+        threshold.mul_(r ** E)
     return out
+
+
+def threshold_walk(values, valid, threshold, out, *, learning: Learning, k_winners):
+    """Firing decisions of a batch chunk under a rule's own threshold dynamics, step by step with
+    tensors (vectorised over slots and neurons): values (E, S, N) with the chunk-start weights,
+    valid (E, S); in place: threshold (N, S) and out (E, S, N). Returns where each neuron learned,
+    (E * S, N) bool."""
+    E, S, N = values.shape
+    learn = torch.zeros(E, S, N, dtype=torch.bool, device=values.device)
+    for e in range(E):
+        v = values[e]  # (S, N)
+        fired = (v >= threshold.T) & valid[e].unsqueeze(1)
+        learn[e] = top_k_mask(v, fired, k_winners)
+        threshold.copy_(torch.where(learn[e].T, v.T, threshold))
+        shown = learn[e] if learning.k_output else fired
+        out[e] = v * shown
+        threshold.copy_(learning.rule.end_step(threshold, t_decay=learning.t_decay, fired=shown.T))
+    return learn.view(E * S, N)
 
 
 def batch_firings(values, scale, valid, slot, threshold, k_winners, k_output, out):
@@ -336,27 +439,28 @@ def batch_firings(values, scale, valid, slot, threshold, k_winners, k_output, ou
     return learn.to(values.device)
 
 
-def batch_move(flat_x, learn, values, weight, w_boost, rule, repulsion, repulsion_cosine):
-    """The batch weight update with tensors (any device, any switch): flat_x (P, K), learn and
-    values (P, N); in place on weight (N, K)."""
-    count = learn.sum(0)  # (N,)
-    learners = count > 0
+def batch_move(flat_x, learn, values, weight, count, *, learning: Learning, step: int):
+    """The batch weight update with tensors (any device, any switch): the rule's combined move as
+    dense coefficients (``kernels.batch_coefficients``, on CPU), then matmuls. flat_x (P, K),
+    learn and values (P, N); in place on weight (N, K) and count (N,)."""
+    learners = learn.any(0)  # (N,)
     if not bool(learners.any()):
         return
-    w = weight[learners]
-    if rule == "oja":
-        y = (values * learn)[:, learners]  # (P, L) y where learned, else 0
-        w = w + w_boost * (y.T @ flat_x - y.pow(2).sum(0).unsqueeze(1) * w)
-    else:
-        sums = learn[:, learners].T.to(flat_x.dtype) @ flat_x  # (L, K)
-        k = count[learners].to(flat_x.dtype).unsqueeze(1)
-        w = w + (1.0 - (1.0 - w_boost) ** k) * (sums / k - w)
-    if repulsion > 0:
+    keep = torch.empty(weight.shape[0], dtype=torch.float64)
+    coef = torch.zeros(learn.shape, dtype=torch.float64)  # (P, N)
+    counts = count.cpu()
+    kernels.batch_coefficients(kernels.as_array(learn.cpu()), kernels.as_array(values.cpu()),
+                               counts.numpy(), float(step), learning.compiled_batch_rule,
+                               keep.numpy(), coef.numpy())
+    count.copy_(counts)
+    keep, coef = keep.to(weight)[learners], coef.to(weight)[:, learners]
+    w = keep.unsqueeze(1) * weight[learners] + coef.T @ flat_x  # (L, K)
+    if learning.repulsion > 0:
         norms = weight.norm(dim=1)
         dots = weight[learners] @ weight.T  # (L, N)
-        close = dots > repulsion_cosine * norms[learners].unsqueeze(1) * norms
+        close = dots > learning.repulsion_cosine * norms[learners].unsqueeze(1) * norms
         close[torch.arange(len(w)), learners.nonzero().squeeze(1)] = False
         dist = (norms[learners].unsqueeze(1) ** 2 + norms ** 2 - 2 * dots).clamp_min(0).sqrt()
-        push = torch.where(close & (dist > 0), repulsion / dist.clamp_min(1e-30), dist.new_zeros(()))
+        push = torch.where(close & (dist > 0), learning.repulsion / dist.clamp_min(1e-30), dist.new_zeros(()))
         w = w + push.sum(1, keepdim=True) * weight[learners] - push @ weight
-    weight[learners] = w if rule == "oja" else w / w.norm(dim=1, keepdim=True)
+    weight[learners] = w / w.norm(dim=1, keepdim=True) if learning.rule.renormalise else w

@@ -1,32 +1,43 @@
-"""Compiled kernels for the Frontprop rule on CPU (numba).
+"""Compiled CPU kernels (numba) for the rules whose update has the linear form of ``fpwb.rules``.
 
-Neurons never interact under the plain rule, so each neuron can walk a chunk of positions on its
-own: the per-neuron kernels spread their neurons over threads (``numba.prange``), as many as torch
-uses (``match_threads``). A neuron's arithmetic is the same on any thread, so results are bit for
-bit the same for any thread count. The kernels work in place on the layer's full arrays (no
-gathered copies), write fired values straight into the (positions, neurons) output, and finish
-each moved neuron's weights themselves.
+The kernels know no rule: a learner's move ``w' = c * w + d * x`` takes ``(c, d)`` from the rule's
+compiled ``update`` (a C callback, so one compiled kernel serves every rule and stays cached), and
+a batch chunk's combined move from its ``batch_update``. Arguments come in groups (numba tuples):
 
-The sequential scans take scaled projections ``u = (w . x) * r**-e`` and scaled threshold levels
-(see ``fpwb.layers.engine``), and do no work for a neuron that does not fire. They differ in how a
-neuron's later projections follow its weight change:
+- ``stream = (x, valid, slot, step)``: x (P, K) unit rows, valid (P,) bool, slot (P,) the slot of
+  each position, step (P,) float64 the global sample index of each position;
+- ``state = (weight, level, count)``: weight (N, K), level (N, S) scaled threshold levels, count
+  (N,) int64 learnings per neuron, all updated in place;
+- ``rule = (update, params, renormalise, w_boost)``.
 
-- ``scan_gram`` (wide inputs, few positions): after a firing at i with value y, the new weight is
-  (a w + b x_i) / n with a = 1 - w_boost, b = w_boost and n = sqrt(a^2 + b^2 + 2 a b y) (unit w and
-  x), so every later projection updates from the chunk's Gram matrix in O(positions), and the
-  final weight is a linear combination of the start weight and the inputs it fired on, summed
-  over those inputs only (a neuron fires on a few positions of a chunk).
-- ``scan_direct`` (narrow inputs such as conv patches): the weight is updated in place exactly as
-  in the per-sample rule and later projections are recomputed as dot products, O(inputs) each.
+Under a rule whose neurons never interact each neuron walks a chunk on its own: the per-neuron
+kernels spread neurons over threads (``numba.prange``), as many as torch uses (``match_threads``),
+with the same bits on any thread count. They work in place on the layer's full arrays, write
+fired values straight into the (positions, neurons) output, and do no work for a neuron that
+does not fire. Scaled projections ``u = (w . x) * r**-e`` and levels: see ``fpwb.layers.engine``.
 
-``batch_walk`` and ``batch_move`` are the batch rule's firing decisions and weight update, and
-``scan_positions`` the position-major walk for the switches under which neurons interact.
+- ``scan_gram`` (wide inputs, few positions): after a firing at i the new weight is
+  ``(c w + d x_i) / n`` (n = |c w + d x_i| = sqrt(c^2 + d^2 + 2 c d y) for unit w and x when the rule
+  renormalises, else 1), so every later projection follows from the chunk's Gram matrix in
+  O(positions), and the final weight is a combination of the start weight and the inputs the
+  neuron fired on.
+- ``scan_direct`` (narrow inputs such as conv patches): the weight moves in place as in the
+  per-position rule and later projections are recomputed as dot products, O(inputs) each.
+- ``scan_positions``: position by position, for the switches under which neurons interact
+  (k-winners-take-all, repulsion).
+- ``batch_walk`` (firing decisions of a batch chunk), ``batch_move`` (its sparse combined move) and
+  ``batch_coefficients`` (the same move as dense coefficients, for the tensor path).
 """
 import math
+import warnings
 
 import numba
 import numpy as np
 import torch
+
+# The rule's update reaches the kernels as a C callback (numba's first-class functions).
+warnings.filterwarnings("ignore", message="First-class function type feature is experimental",
+                        category=numba.NumbaExperimentalFeatureWarning)
 
 
 def match_threads():
@@ -44,17 +55,25 @@ def _dot(a, b):
     return acc
 
 
+@numba.njit(cache=True)
+def _normalise(w):
+    """Scale the vector w to unit length, in place."""
+    norm = math.sqrt(_dot(w, w))
+    for k in range(w.shape[0]):
+        w[k] /= norm
+
+
 @numba.njit(cache=True, parallel=True)
-def scan_gram(u, gram, inv_scale, valid, slot, neurons, x, weight, level, w_boost, out, oja=False):
+def scan_gram(u, gram, inv_scale, stream, neurons, state, rule, out):
     """Scan the given neurons with the Gram matrix, in place on the full arrays.
 
     u (N, P) scaled projections (the rows of ``neurons`` are consumed), gram (P, P) scaled
-    ``x_i . x_k * r**-e_k``, x (P, K) unit rows; in place: weight (N, K), level (N, S) and
-    out (P, N) fired values. A neuron's final weight is ``keep * w + sum_f coef_f * x_f`` over
-    the positions f where it fired, renormalised (not under Oja's rule, whose update
-    ``w + w_boost y (x - y w)`` is of the same form with c = 1 - w_boost y^2, d = w_boost y).
+    ``x_i . x_k * r**-e_k``, inv_scale (P,) ``r**e``; out (P, N) fired values. A neuron's final
+    weight is ``keep * w + sum_f coef_f * x_f`` over the positions f where it fired.
     """
-    a = 1.0 - w_boost
+    x, valid, slot, step = stream
+    weight, level, count = state
+    update, params, renormalise, w_boost = rule
     n_pos = u.shape[1]
     dim = x.shape[1]
     for a_ in numba.prange(neurons.shape[0]):
@@ -70,13 +89,12 @@ def scan_gram(u, gram, inv_scale, valid, slot, neurons, x, weight, level, w_boos
             y = proj[i] * inv_scale[i]
             out[i, j] = y
             lev[slot[i]] = proj[i]
-            if oja:
-                c = 1.0 - w_boost * y * y
-                d = w_boost * y
-            else:
-                norm = math.sqrt(a * a + w_boost * w_boost + 2.0 * a * w_boost * y)
-                c = a / norm
-                d = w_boost / norm
+            c, d = update(y, w_boost, float(count[j]), step[i], params)
+            count[j] += 1
+            if renormalise:
+                norm = math.sqrt(c * c + d * d + 2.0 * c * d * y)
+                c /= norm
+                d /= norm
             cu, du = u.dtype.type(c), u.dtype.type(d)  # one dtype: the update vectorises
             gram_row = gram[i]
             for k in range(i + 1, n_pos):
@@ -97,24 +115,20 @@ def scan_gram(u, gram, inv_scale, valid, slot, neurons, x, weight, level, w_boos
             inputs = x[fired_at[f]]
             for k in range(dim):
                 w[k] += coef[f] * inputs[k]
-        if not oja:
+        if renormalise:
             _normalise(w)
 
 
-@numba.njit(cache=True)
-def _normalise(w):
-    """Scale the vector w to unit length, in place."""
-    norm = math.sqrt(_dot(w, w))
-    for k in range(w.shape[0]):
-        w[k] /= norm
-
 @numba.njit(cache=True, parallel=True)
-def scan_direct(u, x, scale, valid, slot, neurons, weight, level, out, w_boost, oja=False):
+def scan_direct(u, scale, stream, neurons, state, rule, out):
     """Scan the given neurons with dot products, in place on the full arrays.
 
-    u (N, P) scaled projections with the start weights, x (P, K) unit rows; in place: weight
-    (N, K), level (N, S), out (P, N) fired values. ``oja``: Oja's update, no renormalisation.
+    u (N, P) scaled projections with the start weights, scale (P,) ``r**-e``; out (P, N) fired
+    values.
     """
+    x, valid, slot, step = stream
+    weight, level, count = state
+    update, params, renormalise, w_boost = rule
     n_pos = u.shape[1]
     dim = x.shape[1]
     for a_ in numba.prange(neurons.shape[0]):
@@ -133,12 +147,12 @@ def scan_direct(u, x, scale, valid, slot, neurons, weight, level, out, w_boost, 
                 continue
             out[i, j] = y
             level[j, slot[i]] = scaled
-            if oja:
-                for k in range(dim):
-                    weight[j, k] += w_boost * y * (x[i, k] - y * weight[j, k])
-            else:
-                for k in range(dim):
-                    weight[j, k] += w_boost * (x[i, k] - weight[j, k])
+            c, d = update(y, w_boost, float(count[j]), step[i], params)
+            count[j] += 1
+            cw, dw = weight.dtype.type(c), weight.dtype.type(d)
+            for k in range(dim):
+                weight[j, k] = cw * weight[j, k] + dw * x[i, k]
+            if renormalise:
                 _normalise(weight[j])
             moved = True
 
@@ -161,8 +175,8 @@ def _choose_winners(fired_u, n_fired, k_winners, chosen):
 
 @numba.njit(cache=True)
 def batch_walk(values, scale, valid, slot, level, k_winners, k_output, out, learned):
-    """Firing decisions of one batch chunk (see ``fpwb.layers.engine.batch_chunk``): every position sees
-    the chunk-start weights, thresholds follow the stream as in sequential mode.
+    """Firing decisions of one batch chunk (see ``fpwb.layers.engine.batch_chunk``): every position
+    sees the chunk-start weights, thresholds follow the stream as in sequential mode.
 
     values (P, N) projections with the chunk-start weights, scale (P,) the decay scale of each
     position's step; in place: level (N, S) scaled levels (chunk-start thresholds in, levels at
@@ -195,15 +209,12 @@ def batch_walk(values, scale, valid, slot, level, k_winners, k_output, out, lear
                 out[i, j] = values[i, j]
 
 
-@numba.njit(cache=True, parallel=True)
-def batch_move(learned, x, weight, w_boost):
-    """The batch rule's weight update, in place: each neuron that learned at k positions moves
-    once, ``normalise((1 - step) w + (step / k) * sum of those inputs)`` with
-    step = 1 - (1 - w_boost)**k. learned (P, N) bool, x (P, K) unit rows, weight (N, K).
-    Works on the learned entries only (a neuron learns at a few positions of a chunk), one
-    neuron at a time so that its weights stay in cache while its inputs are added."""
+@numba.njit(cache=True)
+def _learned_lists(learned):
+    """Where each neuron learned, as flat lists: positions at[start[j]:start[j + 1]] of neuron j,
+    in stream order. learned (P, N) bool."""
     n_pos, n_neurons = learned.shape
-    start = np.zeros(n_neurons + 1, np.int64)  # positions of neuron j: at[start[j]:start[j + 1]]
+    start = np.zeros(n_neurons + 1, np.int64)
     for i in range(n_pos):
         for j in range(n_neurons):
             start[j + 1] += learned[i, j]
@@ -216,40 +227,90 @@ def batch_move(learned, x, weight, w_boost):
             if learned[i, j]:
                 at[filled[j]] = i
                 filled[j] += 1
-    for j in numba.prange(n_neurons):
-        k = start[j + 1] - start[j]
-        if k == 0:
-            continue
-        step = 1.0 - (1.0 - w_boost) ** k
-        keep = weight.dtype.type(1.0 - step)
-        share = weight.dtype.type(step / k)  # the weight of each of the neuron's inputs
-        w = weight[j]
-        for d in range(w.shape[0]):
-            w[d] *= keep
-        for f in range(start[j], start[j + 1]):
-            row = x[at[f]]
-            for d in range(w.shape[0]):
-                w[d] += share * row[d]
-        _normalise(w)
+    return start, at
 
 
 @numba.njit(cache=True)
-def scan_positions(u, x, gram, weight, scale, valid, slot, active, level, w_boost, k_winners,
-                   repulsion, repulsion_cosine, oja, use_gram, out, won):
+def _combined(values, j, at, first, last, count, step0, rule, ys, d):
+    """The rule's combined move for neuron j over its learned positions at[first:last]: fills
+    d[:n] and returns the coefficient of the start weight."""
+    update_batch, params, _, w_boost = rule
+    n = last - first
+    for f in range(n):
+        ys[f] = values[at[first + f], j]
+    return update_batch(ys[:n], n, w_boost, float(count[j]), step0, params, d)
+
+
+@numba.njit(cache=True, parallel=True)
+def batch_move(learned, values, x, weight, count, step0, rule):
+    """The batch rule's weight update, in place on weight (N, K) and count (N,): each neuron that
+    learned at n positions moves once, ``w' = c * w + sum_i d[i] * x_i`` with (c, d) from the
+    rule's ``batch_update`` (``rule`` holds it in place of ``update``), renormalised when the rule
+    does. learned and values (P, N), x (P, K). Works on the learned entries only, one neuron at a
+    time so that its weights stay in cache while its inputs are added."""
+    renormalise = rule[2]
+    start, at = _learned_lists(learned)
+    for j in numba.prange(learned.shape[1]):
+        n = start[j + 1] - start[j]
+        if n == 0:
+            continue
+        ys = np.empty(n)
+        d = np.empty(n)
+        keep = weight.dtype.type(_combined(values, j, at, start[j], start[j + 1], count, step0, rule, ys, d))
+        w = weight[j]
+        for k in range(w.shape[0]):
+            w[k] *= keep
+        for f in range(n):
+            row = x[at[start[j] + f]]
+            share = weight.dtype.type(d[f])
+            for k in range(w.shape[0]):
+                w[k] += share * row[k]
+        if renormalise:
+            _normalise(w)
+        count[j] += n
+
+
+@numba.njit(cache=True)
+def batch_coefficients(learned, values, count, step0, rule, keep, coef):
+    """The batch move as dense coefficients, for the tensor path: keep (N,) the weight of each
+    neuron's start weight, coef (P, N) the weight of each input (zeros in); count (N,) += the
+    learnings. Neurons that did not learn keep 1."""
+    start, at = _learned_lists(learned)
+    n_pos = learned.shape[0]
+    ys = np.empty(n_pos)
+    d = np.empty(n_pos)
+    for j in range(learned.shape[1]):
+        n = start[j + 1] - start[j]
+        if n == 0:
+            keep[j] = 1.0
+            continue
+        keep[j] = _combined(values, j, at, start[j], start[j + 1], count, step0, rule, ys, d)
+        for f in range(n):
+            coef[at[start[j] + f], j] = d[f]
+        count[j] += n
+
+
+@numba.njit(cache=True)
+def scan_positions(u, gram, scale, stream, active, state, rule, switches, out, won):
     """Position-major exact walk for neurons that interact (k-winners-take-all, repulsion).
 
-    u (N, P) scaled projections with the start weights; x (P, K) unit rows; gram (P, P) scaled
-    ``x_i . x_k * r**-e_k`` when ``use_gram`` (then u is kept current for every neuron: a move
-    ``w' = (c w + d x_i + sum_m rho_m (w - w_m)) / n`` gives ``u' = (c u + d gram[i] +
-    sum_m rho_m (u - u_m)) / n``, rho_m = repulsion / |w - w_m|), else unused and moved neurons' projections are
-    recomputed as dot products; active (N,) neurons that cross a threshold somewhere with their
-    start weights (the others can never fire: they only move when they fire). In place: weight
-    (N, K), level (N, S), out (N, P) fired values, won (N, P) where a neuron learned.
+    u (N, P) scaled projections with the start weights; gram (P, P) scaled ``x_i . x_k * r**-e_k``
+    when ``use_gram`` (then u is kept current for every neuron: a move ``w' = (c w + d x_i +
+    sum_m rho_m (w - w_m)) / n`` gives ``u' = (c u + d gram[i] + sum_m rho_m (u - u_m)) / n``,
+    rho_m = repulsion / |w - w_m|), else unused and moved neurons' projections are recomputed as
+    dot products; active (N,) neurons that cross a threshold somewhere with their start weights
+    (the others can never fire: they only move when they fire). switches = (k_winners,
+    repulsion, repulsion_cosine, use_gram). In place: out (N, P) fired values, won (N, P) where a
+    neuron learned.
 
     At each position: the fired neurons (y >= level), the k most excited of them learn
     (k_winners 0: all; ties go to the lower index), every learner's new weight is computed from
     the weights at the start of the position, then all are written.
     """
+    x, valid, slot, step = stream
+    weight, level, count = state
+    update, params, renormalise, w_boost = rule
+    k_winners, repulsion, repulsion_cosine, use_gram = switches
     n_neurons, n_pos = u.shape
     dim = x.shape[1]
     act = np.nonzero(active)[0]
@@ -257,10 +318,7 @@ def scan_positions(u, x, gram, weight, scale, valid, slot, active, level, w_boos
     moved = np.zeros(n_neurons, np.bool_)
     wnorm = np.empty(n_neurons)
     for m in range(n_neurons):
-        acc = 0.0
-        for k in range(dim):
-            acc += weight[m, k] * weight[m, k]
-        wnorm[m] = math.sqrt(acc)
+        wnorm[m] = math.sqrt(_dot(weight[m], weight[m]))
     fired = np.empty(n_act, np.int64)
     fired_u = np.empty(n_act)
     chosen = np.zeros(n_act, np.bool_)
@@ -278,10 +336,7 @@ def scan_positions(u, x, gram, weight, scale, valid, slot, active, level, w_boos
             if use_gram or not moved[j]:
                 scaled = u[j, i]
             else:
-                acc = 0.0
-                for k in range(dim):
-                    acc += weight[j, k] * x[i, k]
-                scaled = acc * scale[i]
+                scaled = _dot(weight[j], x[i]) * scale[i]
             if scaled >= level[j, s]:
                 fired[n_fired] = j
                 fired_u[n_fired] = scaled
@@ -300,12 +355,7 @@ def scan_positions(u, x, gram, weight, scale, valid, slot, active, level, w_boos
         for l in range(n_learn):
             j = learners[l]
             y = learner_u[l] / scale[i]
-            if oja:
-                c = 1.0 - w_boost * y * y
-                d = w_boost * y
-            else:
-                c = 1.0 - w_boost
-                d = w_boost
+            c, d = update(y, w_boost, float(count[j]), step[i], params)
             for k in range(dim):
                 new_w[l, k] = c * weight[j, k] + d * x[i, k]
             if use_gram:
@@ -328,11 +378,8 @@ def scan_positions(u, x, gram, weight, scale, valid, slot, active, level, w_boos
                         if use_gram:
                             for p in range(i + 1, n_pos):
                                 new_u[l, p] += push * (u[j, p] - u[m, p])
-            if not oja:
-                acc = 0.0
-                for k in range(dim):
-                    acc += new_w[l, k] * new_w[l, k]
-                norm = math.sqrt(acc)
+            if renormalise:
+                norm = math.sqrt(_dot(new_w[l], new_w[l]))
                 for k in range(dim):
                     new_w[l, k] /= norm
                 if use_gram:
@@ -340,12 +387,11 @@ def scan_positions(u, x, gram, weight, scale, valid, slot, active, level, w_boos
                         new_u[l, p] /= norm
         for l in range(n_learn):
             j = learners[l]
-            acc = 0.0
             for k in range(dim):
                 weight[j, k] = new_w[l, k]
-                acc += new_w[l, k] * new_w[l, k]
-            wnorm[j] = math.sqrt(acc)
+            wnorm[j] = math.sqrt(_dot(new_w[l], new_w[l]))
             level[j, s] = learner_u[l]
+            count[j] += 1
             won[j, i] = True
             moved[j] = True
             if use_gram:
@@ -355,11 +401,11 @@ def scan_positions(u, x, gram, weight, scale, valid, slot, active, level, w_boos
 
 @numba.njit(cache=True)
 def count_fired(out, counts):
-    """counts (N,) += the number of positive entries in each column of out (P, N): one pass,
+    """counts (N,) += the number of non-zero entries in each column of out (P, N): one pass,
     no (P, N) temporaries."""
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
-            if out[i, j] > 0:
+            if out[i, j] != 0:
                 counts[j] += 1
 
 

@@ -24,15 +24,16 @@ class FpLinear(FpLayer):
     State (``state_dict``): ``weight`` (N, D), ``threshold`` (N,), ``fire_count`` (N,),
     ``samples_seen``.
 
-    Switches beyond the plain rule (``rule="oja"``, lateral inhibition by ``k_winners`` /
-    ``k_output``, ``repulsion`` / ``repulsion_cosine``): see :class:`fpwb.layers.base.FpLayer`. Their
-    default values keep the plain rule.
+    The rule (``rule=``: a name of ``fpwb.rules.names()`` or a ``fpwb.rules.Rule``) and the
+    switches (lateral inhibition by ``k_winners`` / ``k_output``, ``repulsion`` /
+    ``repulsion_cosine``): see :class:`fpwb.layers.base.FpLayer`. Their defaults keep the plain
+    rule. State also holds ``learn_count`` (N,).
     """
 
     def __init__(self, in_features: int, out_features: int, *, w_boost: float = 0.02,
                  t_decay: float = 0.0005, mode: str = "sequential", normalize_output: bool = True,
                  bias: bool = False, chunk_size: int = 256, seed=None, device=None, dtype=None,
-                 rule: str = "frontprop", k_winners=None, k_output: bool = False,
+                 rule="frontprop", k_winners=None, k_output: bool = False,
                  repulsion: float = 0.0, repulsion_cosine: float = REPULSION_COSINE):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
