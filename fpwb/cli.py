@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .runs import report, sweep
 
 
 def _report(args) -> int:
     runs = report.run_report(args.notebooks, dict(args.parameters or []), args.out,
-                             hide_code=args.hide_code, progress=not args.quiet)
+                             hide_code=args.hide_code, progress=not args.quiet,
+                             announce=lambda message: print(f"fpwb report: {message}", file=sys.stderr))
     for run in runs:
         print(f"{run.status:>6}  {run.name}  ({run.wall_time:.1f} s)")
     failed = [run for run in runs if run.status != "ok"]
     for run in failed:
-        print(f"error: {run.error}\n       partly executed notebook kept at {run.notebook}",
+        where = (f"the previous good run is kept in {Path(args.out) / run.name}; this failed run "
+                 f"is in {run.kept}" if run.kept else "")
+        notebook = f"partly executed notebook kept at {run.notebook}" if run.notebook else \
+            "the notebook did not start"
+        print(f"error: {run.error}\n       {notebook}" + (f"\n       {where}" if where else ""),
               file=sys.stderr)
     print(f"report: {args.out}/index.html")
     return 1 if failed else 0

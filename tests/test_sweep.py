@@ -1,4 +1,5 @@
-"""fpwb.runs.sweep: grids, sweep identity, and real sweeps of a probe notebook on a LocalCluster."""
+"""fpwb.runs.sweep (and its grid, store, workers and tables modules): grids, sweep identity, and
+real sweeps of a probe notebook on a LocalCluster."""
 import csv
 import json
 import os
@@ -10,8 +11,10 @@ import papermill
 import pytest
 import yaml
 
-from fpwb.runs import sweep
-from fpwb.runs.sweep import Grid, Sweep, main, run_name, run_sweep
+from fpwb.runs import store, sweep, workers
+from fpwb.runs.experiments import repo_root
+from fpwb.runs.grid import Grid, run_name
+from fpwb.runs.sweep import Sweep, main, run_sweep
 
 PROBE = Path(__file__).parent / "notebooks" / "sweep_probe.ipynb"
 GRID = {"grid": {"x": [1, 2, 3, 4]}, "fixed": {"fail_at": 3, "smoke": True, "seed": 7}}
@@ -141,7 +144,7 @@ def test_failed_run_is_recorded_and_the_others_complete(sweeps):
     for name in ("x=1", "x=2", "x=4"):
         assert sweeps["records"][name]["status"] == "ok"
         results = json.loads((out / "runs" / name / "results.json").read_text())
-        assert results["cwd"] == str(sweep.repo_root())  # notebooks run from the repo root
+        assert results["cwd"] == str(repo_root())  # notebooks run from the repo root
 
 
 def test_table_figure_and_index_entry(sweeps):
@@ -191,7 +194,7 @@ def test_changed_grid_or_notebook_is_refused(sweeps, tmp_path, monkeypatch):
         run_sweep(edited, sweeps["grid"], out)
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    Sweep(edited, sweeps["grid"], copy).prepare(force=True)
+    store.prepare(Sweep(edited, sweeps["grid"], copy), force=True)
     assert not (copy / "runs").exists() and not (copy / "results.csv").exists()
 
 
@@ -209,13 +212,13 @@ def test_run_is_reproducible_from_its_stored_parameters(sweeps, tmp_path):
     parameters = yaml.safe_load((run / "parameters.yaml").read_text())
     papermill.execute_notebook(str(out / "notebook.ipynb"), str(tmp_path / "rerun.ipynb"),
                                parameters={**parameters, "out_dir": str(tmp_path)},
-                               cwd=str(sweep.repo_root()), progress_bar=False)
+                               cwd=str(repo_root()), progress_bar=False)
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(
         (run / "results.json").read_text())
 
 
 def test_example_grid_fits_the_hyperparameter_notebook():
-    root = sweep.repo_root()
+    root = repo_root()
     grid = Grid.load(root / "examples" / "grid_hyperparameters.yaml")
     assert list(grid.grid) == ["w_boost", "t_decay"] and len(grid) == 16
     notebook = root / "notebooks" / "05_hyperparameters.ipynb"
@@ -226,7 +229,7 @@ def test_example_grid_fits_the_hyperparameter_notebook():
 def test_worker_without_the_sweep_folder_sends_files_back(tmp_path):
     folder = tmp_path / "elsewhere" / "runs" / "x=5"
     folder.mkdir(parents=True)
-    report = sweep.execute_run(PROBE.read_text(), PROBE.name, {"x": 5, "seed": 1}, str(folder),
+    report = workers.execute_run(PROBE.read_text(), PROBE.name, {"x": 5, "seed": 1}, str(folder),
                                "not-this-sweep")
     assert report["error"] is None
     assert sorted(report["files"]) == sorted([PROBE.name, "results.json"])

@@ -4,6 +4,11 @@ Notebooks run from the repository root whichever tool runs them (papermill, nbva
 relative paths such as ``reports/...`` or ``data/`` mean the same thing everywhere. Each notebook
 writes its figures and a ``results.json`` into its ``out_dir``; the report runner reads the
 ``headline`` numbers of that file into ``index.html``.
+
+``reports/<notebook>/`` belongs to ``make report``: the runners (``fpwb report``, ``fpwb sweep``)
+set ``FPWB_RUNNER`` in the kernel's environment, and a run without it (JupyterLab, plain
+papermill) that points into ``reports/`` writes into ``reports/interactive/`` instead, so a report
+folder always matches its HTML page.
 """
 from __future__ import annotations
 
@@ -16,6 +21,12 @@ import torch
 
 #: The file that marks the repository root.
 ROOT_MARKER = "pyproject.toml"
+#: Set (to "report" or "sweep") in the environment of the kernels fpwb's runners start.
+RUNNER_ENV = "FPWB_RUNNER"
+#: The report folder that only the runners write into, and where interactive runs go instead.
+REPORTS = "reports"
+INTERACTIVE = "interactive"
+_announced = set()
 
 
 def repo_root(start=None) -> Path:
@@ -48,9 +59,28 @@ def resolve_device(device: str = "auto") -> torch.device:
     return device
 
 
+def interactive_dir(out_dir) -> Path:
+    """Where a run outside fpwb's runners writes ``out_dir``: a folder under ``reports/`` (the
+    report's) moves to ``reports/interactive/``; any other folder stays as it is."""
+    path = Path(out_dir).resolve()
+    reports = repo_root() / REPORTS
+    if path != reports and reports not in path.parents:
+        return Path(out_dir)
+    relative = path.relative_to(reports)
+    if relative.parts[:1] == (INTERACTIVE,):
+        return path
+    return reports / INTERACTIVE / relative
+
+
 def output_dir(out_dir) -> Path:
-    """The notebook's output folder, created when missing."""
+    """The notebook's output folder, created when missing: ``out_dir`` itself under fpwb's
+    runners, :func:`interactive_dir` of it otherwise (said once per folder)."""
     path = Path(out_dir)
+    if not os.environ.get(RUNNER_ENV):
+        path = interactive_dir(path)
+        if path != Path(out_dir) and path not in _announced:
+            _announced.add(path)
+            print(f"interactive run: writing into {path} ({out_dir} belongs to `make report`)")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -84,9 +114,10 @@ def save_results(out_dir, headline: dict, *, key_figure: str | None = None, **de
     bad = {k: v for k, v in headline.items() if isinstance(v, (dict, list, tuple))}
     if bad:
         raise ValueError(f"headline values must be single numbers or strings, got {bad}")
-    if key_figure is not None and not (Path(out_dir) / key_figure).is_file():
-        raise ValueError(f"key_figure {key_figure!r} is not a file in {out_dir}; save it first")
-    path = output_dir(out_dir) / "results.json"
+    folder = output_dir(out_dir)
+    if key_figure is not None and not (folder / key_figure).is_file():
+        raise ValueError(f"key_figure {key_figure!r} is not a file in {folder}; save it first")
+    path = folder / "results.json"
     results = {"headline": headline, "key_figure": key_figure, **details}
     path.write_text(json.dumps(_plain(results), indent=2) + "\n")
     return path

@@ -5,33 +5,42 @@ Layout of a report folder (``reports/`` by default)::
     index.html                  every notebook: parameters, wall time, status, headline numbers
     <name>/<name>.ipynb         the executed notebook (kept, partly executed, when it fails)
     <name>/<name>.html          its HTML rendering
-    <name>/run.json             parameters, status, wall time and error of the run
+    <name>/run.json             the run record (fpwb.runs.records): parameters, status, UTC times,
+                                error, the files the run wrote
     <name>/results.json, *.png  what the notebook wrote into its ``out_dir``
     sweeps/<sweep>/sweep.json   sweeps run with ``fpwb sweep --out <report>/sweeps/...`` (listed too)
 
-Notebooks run with the working directory at the repository root and ``out_dir`` set to their
-folder. A parameter a notebook does not declare is an error, raised before anything runs. The
-index lists every notebook folder in the report, so running one notebook again updates its row
-and keeps the others.
+Notebooks run with the working directory at the repository root, into a fresh folder that
+replaces ``<name>/`` only when the run is done (:mod:`fpwb.runs.records`): a failed run keeps
+the previous good one (the failed attempt goes to ``.fpwb-failed/<name>/``), files a user put in
+``<name>/`` are carried over, and a ``<name>/`` folder that fpwb did not write is refused. A
+parameter a notebook does not declare, an ``--out`` that cannot be written, or such a folder is an
+error raised before anything runs. The index lists every notebook folder in the report, so
+running one notebook again updates its row and keeps the others.
 """
 from __future__ import annotations
 
-import ast
 import html
 import json
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-import papermill
 from nbconvert import HTMLExporter
 
+from . import records
 from .experiments import repo_root
+from .notebook import OUT_PARAM, Parameters, describe_error
+from .notebook import run_notebook as run_notebook_into
 
 #: Parameters the report runner sets itself.
-RUNNER_PARAMETERS = ("out_dir",)
+RUNNER_PARAMETERS = (OUT_PARAM,)
+#: The runner's name in run records and in the kernels' FPWB_RUNNER.
+RUNNER = "report"
+#: Seconds a notebook is assumed to take when no earlier run of it is on record: full runs
+#: (the default parameters) and smoke runs.
+DEFAULT_SECONDS = {"full": 120.0, "smoke": 15.0}
 
 
 @dataclass
@@ -45,6 +54,8 @@ class NotebookRun:
     html: Path | None = None
     results: dict = field(default_factory=dict)
     error: str | None = None
+    #: Where a failed run went when the previous good run was kept (None otherwise).
+    kept: Path | None = None
 
     @property
     def headline(self) -> dict:
@@ -78,64 +89,11 @@ def find_notebooks(names=()) -> list[Path]:
     return paths
 
 
-def declared_parameters(path) -> dict:
-    """The parameters a notebook declares in its cell tagged ``parameters``, with their defaults."""
-    params = papermill.inspect_notebook(str(path))
-    if not params:
-        raise ValueError(f"{Path(path).name} has no cell tagged 'parameters'")
-    defaults = {}
-    for name, info in params.items():
-        try:
-            defaults[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            defaults[name] = info["default"]
-    return defaults
-
-
-def _coerce(notebook: str, name: str, value, default):
-    """A command-line string converted to the type of the parameter's default."""
-    if not isinstance(value, str) or isinstance(default, str):
-        return value
-    try:
-        if isinstance(default, bool):
-            flag = value.strip().lower()
-            if flag not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(flag)
-            return flag in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        return ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        if default is None:
-            return value
-        raise ValueError(f"parameter {name} of {notebook} expects a {type(default).__name__} "
-                         f"(default {default!r}), got {value!r}") from None
-
-
 def resolve_parameters(path, given: dict) -> dict:
-    """The notebook's defaults overlaid with ``given``; a ValueError for any undeclared name."""
-    path = Path(path)
-    defaults = declared_parameters(path)
-    for name in RUNNER_PARAMETERS:
-        if name not in defaults:
-            raise ValueError(f"{path.name} declares no {name!r} parameter; the report runner needs it")
-        if name in given:
-            raise ValueError(f"{name} is set by the report runner (use --out for the report folder)")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"{path.name} does not declare parameter(s) {', '.join(unknown)}; "
-                         f"it declares: {', '.join(defaults)}")
-    return {**defaults, **{k: _coerce(path.stem, k, v, defaults[k]) for k, v in given.items()}}
-
-
-def _failure_message(name: str, error: Exception) -> str:
-    if isinstance(error, papermill.PapermillExecutionError):
-        first_line = next((line for line in error.source.splitlines() if line.strip()), "")
-        return (f"{name} failed in cell In [{error.exec_count}] ({first_line.strip()!r}): "
-                f"{error.ename}: {error.evalue}")
-    return f"{name} failed: {type(error).__name__}: {error}"
+    """The notebook's literal defaults overlaid with ``given``; a ValueError for any undeclared
+    name, and for ``out_dir`` (the runner sets it)."""
+    return Parameters.inspect(path).resolve(given, runner="report runner",
+                                            hint="use --out for the report folder")
 
 
 def render_html(notebook_path, hide_code: bool = False) -> Path:
@@ -152,61 +110,96 @@ def render_html(notebook_path, hide_code: bool = False) -> Path:
 
 def run_notebook(path, out_dir, parameters: dict, *, hide_code=False, progress=True,
                  label=None) -> NotebookRun:
-    """Execute one notebook into ``out_dir/<name>/`` with resolved ``parameters``; never raises
-    for errors inside the notebook (they are recorded in the returned run)."""
+    """Execute one notebook as the run in ``out_dir/<name>/`` with resolved ``parameters``.
+
+    The run is written into a fresh folder and swapped in when done (a failure keeps a previous
+    good run; see :mod:`fpwb.runs.records`). Never raises for errors inside the notebook (they
+    are recorded in the returned run)."""
     path = Path(path)
-    folder = Path(out_dir).resolve() / path.stem
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    run = NotebookRun(path.stem, {**parameters, "out_dir": str(folder)},
-                      notebook=folder / path.name)
-    start = time.perf_counter()
-    try:
-        papermill.execute_notebook(str(path), str(run.notebook), parameters=run.parameters,
-                                   cwd=str(repo_root()), kernel_name="python3",
-                                   progress_bar={"desc": label or path.stem} if progress else False)
-        run.status = "ok"
-    except Exception as error:  # any failure of this notebook; the others still run
-        run.status, run.error = "failed", _failure_message(path.stem, error)
-    run.wall_time = time.perf_counter() - start
-    results = folder / "results.json"
-    if results.is_file():
-        run.results = json.loads(results.read_text())
-    if run.notebook.is_file():
-        run.html = render_html(run.notebook, hide_code)
-    (folder / "run.json").write_text(json.dumps(
-        {"name": run.name, "parameters": run.parameters, "status": run.status,
-         "wall_time": run.wall_time, "error": run.error}, indent=2) + "\n")
+
+    def render(staging, _):
+        executed = staging / path.name
+        if executed.is_file():
+            render_html(executed, hide_code)
+
+    record, where = run_notebook_into(path, Path(out_dir).resolve() / path.stem, parameters,
+                                      runner=RUNNER, progress=(label or path.stem) if progress else None,
+                                      finish=render)
+    run = load_run(where)
+    run.kept = where if where.name == path.stem and where.parent.name == records.FAILED_DIR else None
     return run
 
 
 def load_run(folder) -> NotebookRun:
     """A NotebookRun read back from a notebook folder of a report (its run.json)."""
     folder = Path(folder)
-    record = json.loads((folder / "run.json").read_text())
-    results = folder / "results.json"
+    record = records.read_record(folder)
+    if record is None:
+        raise ValueError(f"{folder} holds no {records.RUN_FILE}")
+    results = records.read_json(folder / "results.json")
     notebook, page = folder / f"{folder.name}.ipynb", folder / f"{folder.name}.html"
+    error = record["error"]
+    if isinstance(error, dict):
+        error = describe_error(record["name"], error)
     return NotebookRun(record["name"], record["parameters"], record["status"], record["wall_time"],
                        notebook if notebook.is_file() else None, page if page.is_file() else None,
-                       json.loads(results.read_text()) if results.is_file() else {}, record["error"])
+                       results if isinstance(results, dict) else {}, error)
+
+
+def check_out(out_dir, paths=()) -> Path:
+    """The report folder, created and checked writable, and each notebook's folder checked
+    replaceable (a ValueError before anything runs, see :mod:`fpwb.runs.records`)."""
+    out_dir = records.check_writable(Path(out_dir).resolve())
+    for path in paths:
+        records.check_replaceable(out_dir / Path(path).stem, inputs=[path])
+    return out_dir
+
+
+def estimate(paths, out_dir, parameters: dict) -> tuple[float, int]:
+    """Seconds the notebooks will take, and how many of them that figure is measured for: the
+    wall time of the run on record in ``out_dir`` with the same ``smoke`` setting, else
+    :data:`DEFAULT_SECONDS`."""
+    total, measured = 0.0, 0
+    for path, params in zip(paths, parameters):
+        record = records.read_record(Path(out_dir) / Path(path).stem)
+        smoke = bool(params.get("smoke"))
+        if record is not None and bool(record["parameters"].get("smoke")) == smoke:
+            total, measured = total + float(record["wall_time"]), measured + 1
+        else:
+            total += DEFAULT_SECONDS["smoke" if smoke else "full"]
+    return total, measured
 
 
 def run_report(names=(), parameters=None, out_dir="reports", *, hide_code=False,
-               progress=True) -> list[NotebookRun]:
+               progress=True, announce=None) -> list[NotebookRun]:
     """Run the named notebooks (all by default) with ``parameters`` overriding their defaults,
-    then write ``out_dir/index.html``. Every parameter must be declared by every notebook run;
-    that is checked before the first notebook starts."""
+    then write ``out_dir/index.html``. Every parameter must be declared by every notebook run,
+    ``out_dir`` must be writable, and no notebook's folder may hold what fpwb did not write: that
+    is checked before the first notebook starts. ``announce(message)`` hears the time estimate."""
     paths = find_notebooks(names)
     resolved = [resolve_parameters(p, dict(parameters or {})) for p in paths]
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_out(out_dir, paths)
+    if announce is not None:
+        seconds, measured = estimate(paths, out_dir, resolved)
+        basis = (f"the previous run's times of {measured} of them" if measured == len(paths)
+                 else f"the previous run's times of {measured}, the default of "
+                      f"{DEFAULT_SECONDS['full']:.0f} s (smoke: {DEFAULT_SECONDS['smoke']:.0f} s) "
+                      f"for the other {len(paths) - measured}" if measured
+                 else f"a default of {DEFAULT_SECONDS['full']:.0f} s per notebook "
+                      f"(smoke: {DEFAULT_SECONDS['smoke']:.0f} s); no earlier run on record")
+        announce(f"{len(paths)} notebook(s), about {_duration(seconds)} (from {basis})")
     runs = []
     for i, (path, params) in enumerate(zip(paths, resolved), 1):
         runs.append(run_notebook(path, out_dir, params, hide_code=hide_code, progress=progress,
                                  label=f"[{i}/{len(paths)}] {path.stem}"))
     write_index(out_dir)
     return runs
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
 
 
 def _table(items: dict) -> str:
@@ -238,7 +231,9 @@ def _sweep_rows(out_dir: Path) -> str:
     only for a complete sweep (a running or interrupted one has no failures yet is not done)."""
     rows = []
     for path in sorted(out_dir.glob("sweeps/*/sweep.json")):
-        sweep = json.loads(path.read_text())
+        sweep = records.read_json(path)
+        if not isinstance(sweep, dict):
+            continue
         where = path.parent.relative_to(out_dir).as_posix()
         figure = sweep.get("figure")
         image = f"<img class='key' src='{where}/{html.escape(figure)}' alt='summary'>" if figure else ""
@@ -260,7 +255,8 @@ def _sweep_rows(out_dir: Path) -> str:
 def write_index(out_dir) -> Path:
     """Write ``out_dir/index.html``: one row per notebook folder (its run.json), then the sweeps."""
     out_dir = Path(out_dir)
-    runs = [load_run(p.parent) for p in sorted(out_dir.glob("*/run.json"))]
+    runs = [load_run(p.parent) for p in sorted(out_dir.glob("*/run.json"))
+            if records.read_record(p.parent) is not None]
     rows = []
     for run in runs:
         links = [f"<a href='{run.name}/{p.name}'>{p.suffix[1:]}</a>"
@@ -277,14 +273,14 @@ def write_index(out_dir) -> Path:
     total = sum(run.wall_time for run in runs)
     failed = sum(run.status != "ok" for run in runs)
     summary = (f"{len(runs)} notebook(s), {failed} failed, {total:.0f} s in all, "
-               f"index written {time.strftime('%Y-%m-%d %H:%M:%S')}")
+               f"index written {records.now()}")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>fpwb report</title>"
             f"<style>{INDEX_STYLE}</style></head><body><h1>fpwb report</h1><p>{summary}</p>"
             f"<table class='runs'><thead><tr><th>Notebook</th><th>Status</th><th>Wall time</th>"
             f"<th>Parameters</th><th>Headline</th><th>Key figure</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>{_sweep_rows(out_dir)}</body></html>\n")
     path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
+    records.write_text(path, page)
     return path
 
 
