@@ -99,6 +99,15 @@ def test_truncated_and_corrupt_files_give_clear_errors(tmp_path):
         read_idx(gz)
 
 
+@pytest.mark.parametrize("shape", [(2**16,) * 4, (2**32 - 1, 2**32 - 1, 2**32 - 1)])
+def test_header_whose_size_overflows_is_corrupt_naming_the_file(tmp_path, shape):
+    # 2**64 bytes wrap to 0 in int64 arithmetic, so a file holding only its header "matched"
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, len(shape)]) + np.array(shape, dtype=">u4").tobytes())
+    with pytest.raises(DatasetCorruptError, match=f"{path}.*header says shape"):
+        read_idx(path)
+
+
 def test_fashion_mnist_from_debian_package_when_installed():
     try:
         X, y = load("fashion_mnist", "test", root="/nonexistent", download=False)

@@ -9,6 +9,7 @@ to get them; files that are truncated or corrupt give a ``DatasetCorruptError``.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import shutil
@@ -175,7 +176,7 @@ def read_idx(path) -> np.ndarray:
         raise DatasetCorruptError(f"{path} is truncated: its header alone needs {header} bytes, "
                                   f"it holds {len(raw)}")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # exact: np.prod wraps around past 2**63
     if len(raw) != expected:
         raise DatasetCorruptError(f"{path} is truncated or corrupt: its header says shape {shape}, "
                                   f"{expected} bytes, the file holds {len(raw)}; delete it and get "
