@@ -2,6 +2,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import base64  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -162,3 +163,57 @@ def test_custom_image_data_and_argument_checks():
         Explorer(probs=(1, 2))
     with pytest.raises(ValueError, match="data"):
         Explorer(data=42)
+
+
+def test_status_says_running_then_paused_without_html_entities(explorer):
+    ex = explorer
+    assert ex.status.value.endswith("· paused") and "&" not in ex.status.value
+    ex.run()
+    assert ex.status.value.endswith("· running")
+    ex.pause_button.click()
+    assert ex.status.value.endswith("· paused") and "running" not in ex.status.value
+
+
+def test_threshold_plot_before_the_first_step_shows_the_start(explorer):
+    ex = explorer
+    x, y = ex.threshold_lines[0].get_data()
+    np.testing.assert_array_equal(x, [0])
+    np.testing.assert_array_equal(y, [1.0])
+    assert ex.threshold_lines[0].get_marker() == "o"  # a single point still shows
+    low, high = ex._threshold_ax.get_ylim()
+    assert low <= 0.0 and high >= 1.0
+    left, right = ex._threshold_ax.get_xlim()
+    assert left < 0 < ex.batch_size <= right
+    assert ex._threshold_ax.get_title() and ex._threshold_ax.get_xlabel() and ex._threshold_ax.get_ylabel()
+    assert ex._colorbar_ax.get_visible() and ex._colorbar_ax.get_ylabel() == "weight"
+
+
+def test_headless_outside_a_kernel_and_the_display_is_a_snapshot(explorer, monkeypatch):
+    from fpwb.viz import explorer as module
+
+    assert module.headless()  # pytest: no IPython kernel
+    bundle = explorer._repr_mimebundle_()
+    assert set(bundle) == {"image/png", "text/plain"}
+    assert base64.b64decode(bundle["image/png"]) == explorer.image.value
+    monkeypatch.setattr(module, "headless", lambda: False)
+    assert "application/vnd.jupyter.widget-view+json" in explorer._repr_mimebundle_()
+
+
+def test_headless_in_a_kernel_depends_on_the_front_end(monkeypatch):
+    import IPython
+    import ipywidgets
+
+    from fpwb.viz import explorer as module
+
+    class Shell:
+        kernel = object()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.setattr(ipywidgets.Widget, "_control_comm", None)
+    assert module.headless()  # papermill / nbval: a kernel, no front end
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/04_explorer.ipynb")
+    assert not module.headless()  # a kernel JupyterLab started for a notebook
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    monkeypatch.setattr(ipywidgets.Widget, "_control_comm", object())
+    assert not module.headless()  # a widget front end asked for the widgets' state

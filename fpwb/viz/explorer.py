@@ -3,11 +3,20 @@
 The figure is a plain matplotlib Figure rendered to PNG into an ``ipywidgets.Image``: no extra
 front-end package is needed, and swapping the image's bytes does not flicker. The figure, its
 axes and its artists are made once; each update sets their data in place.
+
+Displayed, the panel also carries a PNG snapshot of its figure next to the live widget: front ends
+that render widgets show the panel, the others (an untrusted notebook) show the snapshot. Run
+headless (:func:`headless`: papermill, nbval, the report) the display is the snapshot alone, so
+the notebook's HTML page shows the figure, and the notebook closes the panel; in JupyterLab the
+panel stays live. ``display(explorer.widget)`` shows the live panel whatever headless says.
 """
 from __future__ import annotations
 
+import base64
+import html
 import io
 import math
+import os
 import threading
 import time
 
@@ -19,6 +28,25 @@ from . import plots
 from ..data import PATTERN_NAMES, SIMPLE_PATTERNS
 from ..layers.linear import FpLinear
 from .recorder import Recorder
+
+
+def headless() -> bool:
+    """True when nobody can use a widget made here, so a notebook may close its panels.
+
+    Interactive: a kernel that a Jupyter server started for a notebook (JupyterLab, Notebook 7:
+    the server sets ``JPY_SESSION_NAME`` in the kernel's environment), or one a widget front end
+    is attached to (it opens ipywidgets' control comm, as VS Code does). Headless: everything
+    else, i.e. no IPython kernel at all (a script, pytest) or a kernel driven by papermill,
+    nbval, nbclient or ``nbconvert --execute`` (the report, the sweeps, the notebook tests).
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return True
+    if os.environ.get("JPY_SESSION_NAME"):
+        return False
+    return getattr(widgets.Widget, "_control_comm", None) is None
 
 
 def _pool(data):
@@ -53,13 +81,16 @@ class Explorer:
 
     Buttons: run (steps in a background thread until pause), pause, step (one batch of
     ``batch_size`` samples), reset (a fresh layer from the same seed; the stream restarts).
+    ``status`` says what the layer has seen, the live hyper-parameters and whether it runs.
     Changing ``w_boost_slider`` / ``t_decay_slider`` sets them on the live layer; the neurons
     slider builds a new layer and its artists (a run goes on with them); noise and probabilities
     change only the stream. Errors of a button (every probability at 0) show in ``status``.
 
-    The figure: weights as images (``weight_image``) and the threshold of every neuron over the
-    samples seen (``threshold_lines``, recorded every ``record_every`` samples). Display the
-    Explorer (last value of a cell) or its ``widget`` to see it.
+    The figure: weights as images (``weight_image``, with a colour bar for one-channel data) and
+    the threshold of every neuron over the samples seen (``threshold_lines``, recorded every
+    ``record_every`` samples; a dot marks each neuron's current threshold, so the start, all at
+    1.0, shows too). Display the Explorer (last value of a cell) to see the panel and, where
+    widgets do not render, a snapshot of its figure.
     """
 
     def __init__(self, data="patterns", *, n_neurons: int = 12, w_boost: float = 0.05,
@@ -83,7 +114,10 @@ class Explorer:
         self.batch_size, self.seed, self.interval = batch_size, seed, interval
         self.record_every = record_every or batch_size
 
-        style = dict(continuous_update=False, style={"description_width": "70px"})
+        # Fixed-width sliders with their readouts in view; the figure shrinks to the space left
+        # and moves below the sliders in a narrow window (no horizontal scrollbar).
+        style = dict(continuous_update=False, style={"description_width": "70px"},
+                     layout=widgets.Layout(width="340px"))
         self.w_boost_slider = widgets.FloatLogSlider(value=w_boost, base=10, min=-4, max=0, step=0.05,
                                                      description="w_boost", readout_format=".2g", **style)
         self.t_decay_slider = widgets.FloatLogSlider(value=t_decay, base=10, min=-5, max=-1, step=0.05,
@@ -100,7 +134,8 @@ class Explorer:
         self.step_button = widgets.Button(description="step", icon="step-forward")
         self.reset_button = widgets.Button(description="reset", icon="refresh")
         self.status = widgets.HTML()
-        self.image = widgets.Image(format="png")
+        self.image = widgets.Image(format="png", layout=widgets.Layout(
+            width="auto", height="auto", max_width="720px", min_width="360px", flex="1 1 480px"))
 
         self.w_boost_slider.observe(self._set_w_boost, names="value")
         self.t_decay_slider.observe(self._set_t_decay, names="value")
@@ -110,12 +145,15 @@ class Explorer:
             button.on_click(lambda _, action=action: self._report(action))
 
         self.figure = Figure(figsize=(9, 3.6), dpi=80)  # fixed layout: no layout engine at each frame
-        self._weight_ax, self._threshold_ax = self.figure.subplots(
-            1, 2, width_ratios=(1, 1.4), gridspec_kw=dict(left=0.02, right=0.98, bottom=0.14, top=0.92, wspace=0.12))
+        self._weight_ax = self.figure.add_axes((0.01, 0.05, 0.37, 0.85))
+        self._colorbar_ax = self.figure.add_axes((0.39, 0.14, 0.015, 0.76))
+        self._threshold_ax = self.figure.add_axes((0.56, 0.14, 0.42, 0.76))
         self._weight_ax.set_axis_off()
+        self._threshold_ax.set_title("threshold of each neuron")
         self._threshold_ax.set_xlabel("samples seen")
         self._threshold_ax.set_ylabel("threshold")
-        self.weight_image, self.threshold_lines = None, []
+        self.weight_image, self.threshold_lines, self._colorbar = None, [], None
+        self._colorbar_ax.set_visible(False)  # shown for one-channel weights
         self._lock = threading.RLock()  # the layer and the figure: run thread vs widget callbacks
         self._running = threading.Event()
         self._thread = None
@@ -123,9 +161,13 @@ class Explorer:
         self.reset()
 
         controls = widgets.VBox([self.w_boost_slider, self.t_decay_slider, self.neurons_slider,
-                                 self.noise_slider, *self.prob_sliders])
-        buttons = widgets.HBox([self.run_button, self.pause_button, self.step_button, self.reset_button])
-        self.widget = widgets.VBox([widgets.HBox([controls, self.image]), buttons, self.status])
+                                 self.noise_slider, *self.prob_sliders],
+                                layout=widgets.Layout(flex="0 0 auto"))
+        buttons = widgets.HBox([self.run_button, self.pause_button, self.step_button, self.reset_button],
+                               layout=widgets.Layout(flex_flow="row wrap"))
+        top = widgets.HBox([controls, self.image],
+                           layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
+        self.widget = widgets.VBox([top, buttons, self.status])
 
     # Stream ---------------------------------------------------------------------------------
     def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,6 +196,7 @@ class Explorer:
         if self.running:
             return
         self._running.set()
+        self._show_status()
         self._thread = threading.Thread(target=self._loop, name="fpwb-explorer", daemon=True)
         self._thread.start()
 
@@ -163,16 +206,20 @@ class Explorer:
                 self.step()
             except Exception as err:  # a background thread has no caller: report in the panel
                 self._running.clear()
-                self.status.value = f"<b>stopped</b>: {type(err).__name__}: {err}"
+                self.status.value = f"<b>stopped</b>: {html.escape(f'{type(err).__name__}: {err}')}"
                 return
             time.sleep(self.interval)
 
     def pause(self):
-        """Stop the run after the current step (waits for it)."""
+        """Stop the run after the current step (waits for it); the status then says paused."""
+        was_running = self._thread is not None
         self._running.clear()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         self._thread = None
+        if was_running and self.layer is not None:
+            with self._lock:
+                self._show_status()
 
     @property
     def running(self) -> bool:
@@ -205,7 +252,7 @@ class Explorer:
         try:
             action()
         except ValueError as err:
-            self.status.value = f"<b>{err}</b>"
+            self.status.value = f"<b>{html.escape(str(err))}</b>"
 
     def _set_neurons(self, change):
         running = self.running
@@ -229,7 +276,8 @@ class Explorer:
         return plots.weight_mosaic(tiles)
 
     def _make_artists(self):
-        """Artists for the current number of neurons: the weight image and one line per neuron."""
+        """Artists for the current number of neurons: the weight image (and its colour bar) and one
+        line per neuron, with a dot at its last point."""
         if self.weight_image is not None:
             self.weight_image.remove()
         for line in self.threshold_lines:
@@ -240,8 +288,12 @@ class Explorer:
         else:
             self.weight_image = self._weight_ax.imshow(mosaic, cmap=plots.WEIGHT_CMAP, vmin=-lim,
                                                        vmax=lim, interpolation="nearest")
+            self._colorbar_ax.set_visible(True)
+            self._colorbar_ax.clear()  # the previous colour bar's artists; the axes keep their place
+            self._colorbar = self.figure.colorbar(self.weight_image, cax=self._colorbar_ax, label="weight")
         n = self.layer.out_features
-        self.threshold_lines = self._threshold_ax.plot([[0.0] * n], [[1.0] * n], linewidth=1)
+        self.threshold_lines = self._threshold_ax.plot([[0.0] * n], [[1.0] * n], linewidth=1,
+                                                       marker="o", markersize=3, markevery=[-1])
         self._weight_ax.set_title(f"weights of {n} neurons")
 
     def _refresh(self):
@@ -253,22 +305,34 @@ class Explorer:
         samples, thresholds = self.recorder.samples.numpy(), self.recorder.thresholds.numpy()
         for j, line in enumerate(self.threshold_lines):
             line.set_data(samples, thresholds[:, j])
-        self._threshold_ax.relim()
-        self._threshold_ax.autoscale_view()
+        self._set_threshold_limits(samples, thresholds)
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format="png")
         self.image.value = buffer.getvalue()
         self._show_status()
 
+    def _set_threshold_limits(self, samples, thresholds):
+        """x from 0 to the samples seen (at least one batch), y over the thresholds and at least
+        [0, 1]: the start (every threshold at 1.0) shows as a column of dots, not a ±0.04 zoom."""
+        span = max(float(samples[-1]), float(self.batch_size))
+        self._threshold_ax.set_xlim(-0.02 * span, 1.02 * span)
+        low, high = min(0.0, float(thresholds.min())), max(1.0, float(thresholds.max()))
+        margin = 0.05 * (high - low)
+        self._threshold_ax.set_ylim(low - margin, high + margin)
+
     def _show_status(self):
         layer = self.layer
         fired = int((layer.fire_count > 0).sum())
-        self.status.value = (f"samples seen {int(layer.samples_seen)} &middot; neurons that ever fired "
-                             f"{fired}/{layer.out_features} &middot; w_boost {layer.w_boost:.3g} &middot; "
-                             f"t_decay {layer.t_decay:.3g}" + (" &middot; running" if self.running else ""))
+        self.status.value = (f"samples seen {int(layer.samples_seen)} · neurons that ever fired "
+                             f"{fired}/{layer.out_features} · w_boost {layer.w_boost:.3g} · "
+                             f"t_decay {layer.t_decay:.3g} · " + ("running" if self.running else "paused"))
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        """The live panel, a PNG snapshot of its figure and the repr. Headless, the snapshot
+        only: an HTML page would otherwise pick the widget, which it cannot draw offline."""
+        bundle = {} if headless() else self.widget._repr_mimebundle_(**kwargs) or {}
+        return {**bundle, "image/png": base64.b64encode(self.image.value).decode("ascii"),
+                "text/plain": repr(self)}
 
     def __repr__(self) -> str:
         return (f"Explorer(data={self.data_name!r}, device={str(self.device)!r}, "
