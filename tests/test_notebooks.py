@@ -13,6 +13,7 @@ of compute; the kernels use one thread (``KERNEL_ENV``) and nbval runs in ``NBVA
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,27 @@ CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 KERNEL_ENV = {"OMP_NUM_THREADS": "1"}
 #: nbval runs the executed notebooks in this many pytest processes at once (one kernel each).
 NBVAL_JOBS = 2
+#: An IPython start-up file for the smoke runs' kernels: it wraps
+#: ``fpwb.runs.experiments.save_figure`` so that every figure a notebook saves is checked
+#: (``fpwb.viz.plots.figure_problems``: a title, labelled axes and colour bars) from the
+#: matplotlib objects themselves, one JSON line per figure in the file FPWB_FIGURE_LOG names.
+FIGURE_CHECK = """
+import json, os
+from fpwb.runs import experiments
+from fpwb.viz import plots
+
+_save_figure = experiments.save_figure
+
+
+def _checked_save_figure(fig, out_dir, name):
+    with open(os.environ["FPWB_FIGURE_LOG"], "a") as log:
+        log.write(json.dumps({"notebook": os.path.basename(os.path.normpath(str(out_dir))), "figure": name,
+                              "problems": plots.figure_problems(fig)}) + "\\n")
+    return _save_figure(fig, out_dir, name)
+
+
+experiments.save_figure = _checked_save_figure
+"""
 
 
 def test_the_core_notebooks_are_there():
@@ -67,9 +89,14 @@ def test_data_set_notebooks_declare_dataset():
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke_report")
+    ipython = tmp_path_factory.mktemp("ipython")
+    (ipython / "profile_default" / "startup").mkdir(parents=True)
+    (ipython / "profile_default" / "startup" / "00_check_figures.py").write_text(FIGURE_CHECK)
     with pytest.MonkeyPatch.context() as env:
         for name, value in KERNEL_ENV.items():
             env.setenv(name, value)
+        env.setenv("IPYTHONDIR", str(ipython))
+        env.setenv("FPWB_FIGURE_LOG", str(out / "figures.jsonl"))
         runs = report.run_report(parameters={"smoke": True}, out_dir=out, progress=False)
     return out, {run.name: run for run in runs}
 
@@ -98,6 +125,23 @@ def test_smoke_results_make_sense(smoke_report):
     assert 0 < results["03_probe_benchmark"]["raw pixels"] <= 1
     assert 0 <= results["05_hyperparameters"]["accuracy"] <= 1
     assert results["04_explorer"]["samples seen"] > 0
+
+
+def test_every_saved_figure_has_a_title_and_labelled_axes(smoke_report):
+    out, _ = smoke_report
+    checked = [json.loads(line) for line in (out / "figures.jsonl").read_text().splitlines()]
+    saved = {(p.parent.name, p.stem) for p in out.glob("*/*.png")}
+    assert saved <= {(c["notebook"], c["figure"]) for c in checked}, "every saved figure went through the check"
+    bad = {f"{c['notebook']}/{c['figure']}": c["problems"] for c in checked if c["problems"]}
+    assert not bad, bad
+
+
+def test_no_report_page_holds_the_same_image_twice(smoke_report):
+    out, _ = smoke_report
+    for name in NAMES:
+        images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", (out / name / f"{name}.html").read_text())
+        repeated = len(images) - len(set(images))
+        assert repeated == 0, f"{name}: {repeated} image(s) shown twice"
 
 
 def test_index_lists_every_notebook(smoke_report):

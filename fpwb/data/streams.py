@@ -122,3 +122,33 @@ def permuted_tasks(X, y, n_tasks: int, seed: int = 0, identity_first: bool = Tru
     flat = X.reshape(N, C, H * W)
     return [Task(f"permutation {t}", flat[:, :, perm].reshape(N, C, H, W), y, classes, perm)
             for t, perm in enumerate(perms)]
+
+
+def choose_dataset(preferred: str = "fashion_mnist", fallback: str = "digits", root="data",
+                   verbose: bool = True) -> str:
+    """The data set to run on: ``preferred`` when its files are on this machine (nothing is
+    downloaded), else ``fallback`` (digits ships with scikit-learn, so it is always there).
+    verbose: say so when falling back."""
+    from .datasets import DatasetCorruptError, DatasetNotFoundError, load
+
+    if preferred == fallback:
+        return preferred
+    try:
+        load(preferred, "test", root, download=False)
+    except (DatasetNotFoundError, DatasetCorruptError) as err:
+        if verbose:
+            print(f"{preferred} is not on this machine ({str(err).splitlines()[0]}); using {fallback}")
+        return fallback
+    return preferred
+
+
+def train_test(name: str, *, max_train: int | None = None, max_test: int | None = None, root="data"):
+    """(X_train, y_train, X_test, y_test) of a data set: its first ``max_train`` training and
+    ``max_test`` test samples (None: all), images (n, C, H, W) as ``fpwb.data.load`` gives them."""
+    from .datasets import load
+
+    for label, value in (("max_train", max_train), ("max_test", max_test)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{label} must be a positive int or None, got {value!r}")
+    (X_train, y_train), (X_test, y_test) = load(name, "train", root), load(name, "test", root)
+    return X_train[:max_train], y_train[:max_train], X_test[:max_test], y_test[:max_test]

@@ -8,6 +8,11 @@ from ..layers.base import FpLayer, unit_rows
 from .probes import embed
 
 
+#: Below this share of learned neurons a configuration is flagged in tables: it is mostly an
+#: untrained random layer (``learned_share``).
+FEW_LEARNED = 0.5
+
+
 def _check_layer(layer):
     if not isinstance(layer, FpLayer):
         raise ValueError(f"expected an FpLinear or FpConv2d, got {type(layer).__name__}")
@@ -37,6 +42,12 @@ def learned_share(layer: FpLayer, initial_weight, tolerance: float = 1e-6) -> fl
     """Share of neurons that learned (see :func:`learned_neurons`). An untrained layer scores 0: a
     configuration where most neurons never learned is mostly a random layer."""
     return float(learned_neurons(layer, initial_weight, tolerance).float().mean())
+
+
+def learned_flag(share: float) -> str:
+    """The share of learned neurons for a printed table, ``0.82``, or ``0.31 (few learned)`` when
+    it is below FEW_LEARNED."""
+    return f"{share:.2f}" + (" (few learned)" if share < FEW_LEARNED else "")
 
 
 def redundant_pairs(layer: FpLayer, cosine: float = 0.95) -> torch.Tensor:

@@ -29,7 +29,9 @@ import torch
 from ..layers.base import unit_rows
 from ..data import flatten
 from ..layers.linear import FpLinear
-from ..evaluation.probes import READOUTS, embed, linear_probe
+from ..evaluation import diagnostics
+from ..evaluation.probes import READOUTS, embed
+from ..evaluation.protocol import fit, probe_features
 
 
 def _rows(X) -> torch.Tensor:
@@ -47,6 +49,8 @@ class FrontpropLearner:
 
     Extra keyword arguments go to FpLinear (w_boost, t_decay, mode, ...). ``readout``: the
     features ``fpwb.evaluation.probes.embed`` gives (``relu`` default; ``fired`` is the layer's own output).
+    Each pass is ``fpwb.evaluation.protocol.fit`` in a new seeded order; ``learned_share`` is the
+    share of neurons whose weights moved from their values at construction.
     """
 
     name = "frontprop"
@@ -56,16 +60,20 @@ class FrontpropLearner:
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.layer = FpLinear(in_features, n_neurons, seed=seed, **layer_kwargs)
+        self.initial_weight = self.layer.weight.detach().clone()
         self.epochs, self.readout, self.seed, self.batch_size = epochs, readout, seed, batch_size
         self._calls = 0
 
     def learn(self, X) -> None:
         X = _rows(X)
         for _ in range(self.epochs):
-            order = _order(len(X), self.seed * 7919 + self._calls)
+            fit(self.layer, X, seed=self.seed * 7919 + self._calls, batch_size=self.batch_size,
+                freeze=False, progress=False)
             self._calls += 1
-            for start in range(0, len(X), self.batch_size):
-                self.layer(X[order[start:start + self.batch_size]])
+
+    @property
+    def learned_share(self) -> float:
+        return diagnostics.learned_share(self.layer, self.initial_weight)
 
     def features(self, X) -> torch.Tensor:
         return embed(self.layer, _rows(X), readout=self.readout)
@@ -169,7 +177,8 @@ def probe_task(learner, train_task, test_task, max_train: int | None = None) -> 
     """Linear-probe accuracy on one task with the learner's current features (fit on the task's
     training split, at most max_train samples, scored on its test split)."""
     Xtr, ytr = train_task.X[:max_train], train_task.y[:max_train]
-    return linear_probe(learner.features(Xtr), ytr, learner.features(test_task.X), test_task.y)["accuracy"]
+    return probe_features(learner.features(Xtr), ytr, learner.features(test_task.X), test_task.y,
+                          readout=getattr(learner, "readout", "code"))["accuracy"]
 
 
 def _union(tasks, max_per_task=None):

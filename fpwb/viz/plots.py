@@ -10,6 +10,7 @@ import math
 from collections import defaultdict
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -251,10 +252,16 @@ def _rows(table) -> list[dict]:
     return rows
 
 
+#: Words for the probe table's columns on a figure's axis.
+METRIC_WORDS = {"probe_acc": "linear-probe test accuracy", "knn_acc": "k-NN test accuracy",
+                "cka": "linear CKA with the backprop layer", "learned": "share of neurons that learned"}
+
+
 def accuracy_vs_neurons(table, *, metric: str = "probe_acc", size: str = "size",
                         group_by=("method", "readout"), title: str | None = None) -> Figure:
     """Accuracy against layer size from the probe table: one line per (method, readout), the mean
-    over seeds with their spread (min to max) as error bars; log x axis.
+    over seeds with their spread (min to max) as error bars; log x axis ticked at the sizes. The
+    legend names each line's method and readout.
 
     table: a pandas DataFrame or a list of dicts with the columns named by size, metric and
     group_by (columns missing from the table are skipped in the grouping).
@@ -280,10 +287,13 @@ def accuracy_vs_neurons(table, *, metric: str = "probe_acc", size: str = "size",
         ax.errorbar(xs, mean, yerr=spread, marker="o", capsize=3,
                     label=" / ".join(map(str, group)) or metric)
     ax.set_xscale("log")
-    ax.set_xlabel(f"neurons ({size})")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize="small")
-    ax.set_title(title or f"{metric} against number of neurons")
+    sizes = sorted({row[size] for row in rows})
+    ax.set_xticks(sizes, [str(s) for s in sizes])  # the sizes measured, as plain numbers
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("neurons in the layer")
+    ax.set_ylabel(METRIC_WORDS.get(metric, metric.replace("_", " ")))
+    ax.legend(fontsize="small", title=" / ".join(keys) or None, title_fontsize="small")
+    ax.set_title(title or f"{METRIC_WORDS.get(metric, metric)} against the number of neurons")
     return fig
 
 
@@ -311,4 +321,151 @@ def learning_curves(curves: dict, *, xlabel: str = "samples seen", ylabel: str =
     ax.set_ylabel(ylabel)
     ax.legend(fontsize="small")
     ax.set_title(title or "learning curves")
+    return fig
+
+
+def _cell_text_colour(rgba) -> str:
+    """Black on light cells, white on dark ones (relative luminance of the cell colour)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
+
+
+def heatmap(values, *, rows, columns, xlabel: str, ylabel: str, title: str, fmt: str = "{:.2f}",
+            colorbar_label: str | None = None, cmap: str = "viridis", vmin=None, vmax=None, norm=None,
+            fontsize: float = 10, ax=None) -> Figure:
+    """An annotated heat map: one cell per value (R, C) with its number written in it, a colour
+    bar, labelled rows and columns.
+
+    rows / columns: tick labels (R and C of them). fmt: format of the cell text (NaN: blank).
+    norm: a matplotlib Normalize (e.g. LogNorm) instead of vmin / vmax. Cell text is ``fontsize``
+    points, black on light cells and white on dark ones. ax: draw into this Axes of an existing
+    Figure (a panel of a larger figure); otherwise a new Figure. Returns the Figure.
+    """
+    values = np.asarray(_numpy(values), dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"values must be a 2-d grid (R, C), got shape {values.shape}")
+    rows, columns = [str(r) for r in rows], [str(c) for c in columns]
+    if (len(rows), len(columns)) != values.shape:
+        raise ValueError(f"{len(rows)} row and {len(columns)} column labels for a grid of shape {values.shape}")
+    if ax is None:
+        fig = Figure(figsize=(1.1 * len(columns) + 2.6, 0.6 * len(rows) + 1.6), layout="constrained")
+        ax = fig.add_subplot()
+    fig = ax.figure
+    kwargs = {"norm": norm} if norm is not None else {"vmin": vmin, "vmax": vmax}
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", interpolation="nearest", **kwargs)
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    if max(map(len, columns), default=0) > 6:
+        ax.tick_params(axis="x", labelrotation=35)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=fontsize,
+                    color=_cell_text_colour(im.cmap(im.norm(v))))
+    fig.colorbar(im, ax=ax, label=colorbar_label)
+    return fig
+
+
+def _is_colorbar(ax) -> bool:
+    return getattr(ax, "_colorbar", None) is not None
+
+
+def figure_problems(fig) -> list[str]:
+    """What a figure lacks to be read on its own: a title (the figure's or each panel's) and a
+    label on every axis that shows tick labels; colour bars need a label too. Empty when nothing.
+
+    Panels without ticks (images drawn as pictures, ``set_axis_off``) need no axis labels."""
+    problems = []
+    suptitle = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    titled = [ax for ax in fig.axes if ax.get_visible()
+              and any(ax.get_title(loc=loc) for loc in ("left", "center", "right"))]
+    if not suptitle and not titled:
+        problems.append("no title")
+    for n, ax in enumerate(fig.axes):
+        if not ax.get_visible() or not ax.axison:
+            continue
+        name = f"axes {n}" + (f" ({ax.get_title()!r})" if ax.get_title() else "")
+        if _is_colorbar(ax):
+            axis = ax.yaxis if ax._colorbar.orientation == "vertical" else ax.xaxis
+            if not axis.get_label_text():
+                problems.append(f"{name}: colour bar without a label")
+            continue
+        for letter, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            shown = [t for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+            if shown and axis.get_visible() and not axis.get_label_text():
+                problems.append(f"{name}: {letter} axis without a label")
+    return problems
+
+
+def kernel_map(conv, patterns, names=None, *, title: str | None = None) -> Figure:
+    """Which kernel of an FpConv2d fires where on each pattern, drawn on the pattern itself.
+
+    patterns: images (P, C, H, W) (or (P, H, W), one channel). Top row: the patterns. Middle row:
+    each pattern in light grey with, over every output location, the colour and number of the
+    kernel that fires most there (none: no colour), placed on the pixels the kernel's patch is
+    centred on, so the map lines up with the pattern. Bottom row: the kernels, large, titled in
+    their colours. The layer's state is untouched; ``fig.winners`` keeps the map (P, H_out, W_out),
+    -1 where no kernel fires.
+    """
+    patterns = torch.as_tensor(patterns)
+    if patterns.dim() == 3:
+        patterns = patterns.unsqueeze(1)
+    if patterns.dim() != 4:
+        raise ValueError(f"patterns must be images (P, C, H, W) or (P, H, W), got {tuple(patterns.shape)}")
+    names = [str(n) for n in (names if names is not None else range(len(patterns)))]
+    if len(names) != len(patterns):
+        raise ValueError(f"{len(names)} names for {len(patterns)} patterns")
+    training = conv.training
+    conv.eval()  # respond without learning
+    try:
+        with torch.no_grad():
+            out = conv(patterns.to(conv.weight)).cpu()  # (P, N, Ho, Wo)
+    finally:
+        conv.train(training)
+    winners = torch.where((out > 0).any(1), out.argmax(1), -1)  # (P, Ho, Wo)
+    n_kernels = conv.weight.shape[0]
+    colours = matplotlib.colormaps["tab10" if n_kernels <= 10 else "tab20"]
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    Ho, Wo = winners.shape[1:]
+    H, W = patterns.shape[2:]
+    # output cell (i, j) drawn over the input pixels its patch is centred on
+    left, top = -pw + (kw - 1) / 2 - sw / 2, -ph + (kh - 1) / 2 - sh / 2
+    extent = (left, left + Wo * sw, top + Ho * sh, top)
+    P = len(patterns)
+    fig = Figure(figsize=(max(1.9 * P, 1.3 * n_kernels), 6.4), layout="constrained")
+    upper, lower = fig.subfigures(2, 1, height_ratios=(2, 1))
+    axes = upper.subplots(2, P, squeeze=False)
+    grey = _numpy(patterns.float().mean(1))  # (P, H, W)
+    for p in range(P):
+        axes[0, p].imshow(grey[p], cmap="gray_r", interpolation="nearest")
+        axes[0, p].set_title(names[p])
+        ax = axes[1, p]
+        ax.imshow(grey[p], cmap="gray_r", alpha=0.25, interpolation="nearest")
+        rgba = np.zeros((Ho, Wo, 4))
+        for (i, j), k in np.ndenumerate(winners[p].numpy()):
+            if k >= 0:
+                rgba[i, j] = (*colours(k % colours.N)[:3], 0.75)
+                ax.text(left + (j + 0.5) * sw, top + (i + 0.5) * sh, str(k), ha="center",
+                        va="center", fontsize=9)
+        ax.imshow(rgba, extent=extent, interpolation="nearest")
+        ax.set_xlim(-0.5, W - 0.5)
+        ax.set_ylim(H - 0.5, -0.5)
+        ax.set_title(f"kernels on {names[p]}", fontsize="small")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    upper.suptitle("the patterns (top) and which kernel fires most at each location (below)")
+    tiles = weight_tiles(conv)  # (N, kH, kW[, 3])
+    lim = float(tiles.abs().max()) or 1.0
+    for k, ax in enumerate(lower.subplots(1, n_kernels, squeeze=False)[0]):
+        ax.imshow(_numpy(tiles[k]), cmap=WEIGHT_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.set_title(f"kernel {k}", color=colours(k % colours.N), fontweight="bold")
+        ax.set_axis_off()
+    lower.suptitle("the kernels (blue negative, red positive)")
+    fig.suptitle(title or f"{n_kernels} kernels of {kh}x{kw} on {P} patterns")
+    fig.winners = winners
     return fig
