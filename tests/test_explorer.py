@@ -201,19 +201,23 @@ def test_headless_outside_a_kernel_and_the_display_is_a_snapshot(explorer, monke
 
 def test_headless_in_a_kernel_depends_on_the_front_end(monkeypatch):
     import IPython
-    import ipywidgets
 
     from fpwb.viz import explorer as module
 
+    class Kernel:
+        request = {"header": {"msg_type": "execute_request"}, "metadata": {}}
+
+        def get_parent(self):
+            return self.request
+
     class Shell:
-        kernel = object()
+        kernel = Kernel()
 
     monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    monkeypatch.setattr(ipywidgets.Widget, "_control_comm", None)
-    assert module.headless()  # papermill / nbval: a kernel, no front end
+    assert module.headless()  # papermill / nbval: a kernel, bare execute requests
     monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/04_explorer.ipynb")
     assert not module.headless()  # a kernel JupyterLab started for a notebook
     monkeypatch.delenv("JPY_SESSION_NAME")
-    monkeypatch.setattr(ipywidgets.Widget, "_control_comm", object())
-    assert not module.headless()  # a widget front end asked for the widgets' state
+    Shell.kernel.request = {**Kernel.request, "metadata": {"cellId": "cell-03", "deletedCells": []}}
+    assert not module.headless()  # a cell JupyterLab runs in a kernel it did not start

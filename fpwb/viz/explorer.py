@@ -34,19 +34,22 @@ def headless() -> bool:
     """True when nobody can use a widget made here, so a notebook may close its panels.
 
     Interactive: a kernel that a Jupyter server started for a notebook (JupyterLab, Notebook 7:
-    the server sets ``JPY_SESSION_NAME`` in the kernel's environment), or one a widget front end
-    is attached to (it opens ipywidgets' control comm, as VS Code does). Headless: everything
-    else, i.e. no IPython kernel at all (a script, pytest) or a kernel driven by papermill,
-    nbval, nbclient or ``nbconvert --execute`` (the report, the sweeps, the notebook tests).
+    the server sets ``JPY_SESSION_NAME`` in the kernel's environment), or a cell run by a front end
+    that edits notebooks (JupyterLab sends the cell's id, ``cellId``, with the execute request).
+    Headless: everything else, i.e. no IPython kernel at all (a script, pytest) or a kernel that
+    papermill, nbval, nbclient or ``nbconvert --execute`` drive (the report, the sweeps, the
+    notebook tests): they start kernels themselves and send bare execute requests.
     """
     from IPython import get_ipython
 
     shell = get_ipython()
-    if shell is None or getattr(shell, "kernel", None) is None:
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
         return True
     if os.environ.get("JPY_SESSION_NAME"):
         return False
-    return getattr(widgets.Widget, "_control_comm", None) is None
+    request = kernel.get_parent() or {}
+    return "cellId" not in (request.get("metadata") or {})
 
 
 def _pool(data):
