@@ -10,8 +10,18 @@ n_classes) head, cross-entropy on labels, forward + backward + optimiser step (A
 per mini-batch. Both see the same mini-batches of the same random inputs.
 
 Time: wall-clock seconds per sample over ``n_samples``, after a first batch (which allocates the
-gradients and optimiser state) and a warm-up of a throwaway model of the same kind and size
-(compiled kernels, autograd), with torch limited to ``threads`` threads.
+gradients and optimiser state), with torch *and numba* limited to ``threads`` threads, the median
+of ``repeats`` runs (each a fresh model from the same seed, so each does the same work) with their
+range, after a warm-up of a throwaway model of the same kind and size and of every compiled
+kernel. ``compiles_during_timing`` counts the kernel specialisations compiled (or loaded from
+numba's cache) inside the timed runs; the median keeps one such run from setting the number.
+
+Why Frontprop's time used to jump between runs while backprop's did not: one timed run, where
+anything slow inside it (a kernel specialisation compiled in a fresh process when numba's cache
+is stale, as after any edit of ``fpwb/layers/kernels.py``; a burst of load from other processes)
+was the result; and numba's thread pool was started with one worker per core whatever the thread
+count asked for (``NUMBA_NUM_THREADS`` is now set to ``threads`` in the measuring process), so a
+one-thread measurement ran with pool threads competing against other processes.
 
 Memory, two ways, because neither alone is the whole story:
 
@@ -35,6 +45,7 @@ import gc
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -158,39 +169,65 @@ def _warm_kernels(dtype):
 
 def measure(mode: str, widths, *, in_features: int = 784, n_classes: int = 10, batch_size: int = 64,
             n_samples: int = 1024, optimizer: str = "adam", threads: int = 1, seed: int = 0,
-            isolate: bool = True, timeout: float = 600) -> dict:
+            repeats: int = 3, isolate: bool = True, timeout: float = 600) -> dict:
     """Time per sample and memory of one configuration learning n_samples random inputs.
 
     isolate: run in a fresh Python subprocess (the memory numbers need it: a process's peak RSS
     only grows). Returns {mode, widths, in_features, batch_size, n_samples, optimizer, threads,
-    us_per_sample, fired_per_sample (Frontprop firings per sample, all layers; None for backprop),
+    us_per_sample (median of the repeats), us_runs (each repeat), us_min, us_max,
+    compiles_during_timing, load_average (1-minute, at the end), fired_per_sample (Frontprop
+    firings per sample, all layers; None for backprop),
     peak_mb, peak_method, params_bytes, grads_bytes, optimizer_bytes,
     saved_bytes, state_mb, saved_mb}.
     """
     widths = tuple(int(w) for w in widths) if isinstance(widths, (list, tuple)) else widths
     _check(widths, in_features, batch_size, n_samples)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     config = dict(mode=mode, widths=list(widths), in_features=in_features, n_classes=n_classes,
                   batch_size=batch_size, n_samples=n_samples, optimizer=optimizer, threads=threads,
-                  seed=seed)
+                  seed=seed, repeats=repeats)
     if isolate:
         done = subprocess.run([sys.executable, "-c", "import json, sys; from fpwb.studies import efficiency; "
                                "print(json.dumps(efficiency._measure_here(**json.loads(sys.argv[1]))))",
                                json.dumps(config)], capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+                              env={**os.environ, "OMP_NUM_THREADS": str(threads),
+                                   "NUMBA_NUM_THREADS": str(threads)})
         if done.returncode != 0:
             raise RuntimeError(f"measuring {config} failed:\n{done.stderr[-2000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
     return _measure_here(**config)
 
 
+def _specialisations() -> int:
+    """How many compiled specialisations the kernels hold (compiled here or loaded from cache)."""
+    import numba
+
+    from ..layers import kernels
+
+    return sum(len(k.signatures) for k in vars(kernels).values()
+               if isinstance(k, numba.core.registry.CPUDispatcher))
+
+
+def _run(mode, in_features, widths, n_classes, optimizer, seed, X, y, batch_size, n_samples):
+    """One run: a fresh model, its first step, then the timed steps; (runner, seconds)."""
+    runner = _Runner(mode, in_features, widths, n_classes, optimizer, seed)
+    runner.step(X[-batch_size:], y[-batch_size:])  # first step: buffers, grads, optimiser state
+    start = time.perf_counter()
+    for s in range(0, n_samples, batch_size):
+        runner.step(X[s:s + batch_size], y[s:s + batch_size])
+    return runner, time.perf_counter() - start
+
+
 def _measure_here(mode, widths, in_features, n_classes, batch_size, n_samples, optimizer, threads,
-                  seed) -> dict:
+                  seed, repeats=1) -> dict:
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(seed)
     X = torch.rand(n_samples + batch_size, in_features, generator=generator)
     y = torch.randint(0, n_classes, (len(X),), generator=generator)
+    args = (mode, in_features, widths, n_classes, optimizer, seed, X, y, batch_size, n_samples)
     # warm-up on a throwaway model of the same kind and size, two batches: compiled kernels
     # loaded (the solver picked depends on the size), autograd and the optimiser initialised; so
     # the peak below holds the model's own cost, not one-off set-up
@@ -201,14 +238,15 @@ def _measure_here(mode, widths, in_features, n_classes, batch_size, n_samples, o
     if mode != "backprop":
         _warm_kernels(X.dtype)
     gc.collect()
+    compiled = _specialisations() if mode != "backprop" else 0
     reset = _reset_peak()
     base_kb = _rss_kb("VmRSS") if reset else None
-    runner = _Runner(mode, in_features, widths, n_classes, optimizer, seed)
-    runner.step(X[-batch_size:], y[-batch_size:])  # first step: buffers, grads, optimiser state
-    start = time.perf_counter()
-    for s in range(0, n_samples, batch_size):
-        runner.step(X[s:s + batch_size], y[s:s + batch_size])
-    seconds = time.perf_counter() - start
+    runs = []
+    for _ in range(repeats):
+        runner = None  # the previous run's model is freed before the next is built
+        runner, seconds = _run(*args)
+        runs.append(seconds / n_samples * 1e6)
+    compiled = (_specialisations() - compiled) if mode != "backprop" else 0
     if reset and base_kb is not None:
         peak_mb, method = (_rss_kb("VmHWM") - base_kb) / 1024, "VmHWM rise from before the model"
     else:
@@ -224,7 +262,9 @@ def _measure_here(mode, widths, in_features, n_classes, batch_size, n_samples, o
     state = counted["params_bytes"] + counted["grads_bytes"] + counted["optimizer_bytes"]
     return {"mode": mode, "widths": list(widths), "in_features": in_features, "batch_size": batch_size,
             "n_samples": n_samples, "optimizer": optimizer if mode == "backprop" else None,
-            "threads": threads, "us_per_sample": seconds / n_samples * 1e6,
+            "threads": threads, "us_per_sample": statistics.median(runs), "us_runs": runs,
+            "us_min": min(runs), "us_max": max(runs), "compiles_during_timing": compiled,
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "fired_per_sample": fired, "peak_mb": peak_mb,
             "peak_method": method, **counted, "state_mb": state / 2 ** 20,
             "saved_mb": counted["saved_bytes"] / 2 ** 20}
@@ -245,27 +285,33 @@ def compare(sizes=(256, 1024, 4096), depth: int = 2, modes=MODES, progress=None,
 def table(rows) -> str:
     """One line per row of :func:`compare`: time, firings per sample (Frontprop), peak and
     counted memory."""
-    lines = [f"{'width':>6} {'mode':<16} {'us/sample':>10} {'fired/sample':>13} {'peak MB':>9} "
+    lines = [f"{'width':>6} {'mode':<16} {'us/sample':>10} {'range':>13} {'fired/sample':>13} {'peak MB':>9} "
              f"{'state MB':>9} {'saved MB':>9}"]
     for r in rows:
         fired = "-" if r.get("fired_per_sample") is None else f"{r['fired_per_sample']:.1f}"
-        lines.append(f"{r['widths'][0]:>6} {r['mode']:<16} {r['us_per_sample']:>10.0f} {fired:>13} "
+        spread = f"{r.get('us_min', r['us_per_sample']):.0f}-{r.get('us_max', r['us_per_sample']):.0f}"
+        lines.append(f"{r['widths'][0]:>6} {r['mode']:<16} {r['us_per_sample']:>10.0f} {spread:>13} {fired:>13} "
                      f"{r['peak_mb']:>9.1f} {r['state_mb']:>9.1f} {r['saved_mb']:>9.2f}")
     return "\n".join(lines)
 
 
 def plot(rows, title: str = "learning cost: Frontprop against backprop"):
-    """Two panels against width: microseconds per sample, and peak memory (MB, measured; dashed:
-    counted state + saved tensors). Returns the Figure."""
-    import matplotlib.pyplot as plt
+    """Two panels against width: microseconds per sample (median of the repeats, bars: their
+    range), and peak memory (MB, measured; dashed: counted state + saved tensors). Returns the
+    Figure."""
+    from matplotlib.figure import Figure
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax_t, ax_m = fig.subplots(1, 2)
     colors = {"frontprop": "tab:blue", "frontprop-batch": "tab:cyan", "backprop": "tab:red"}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["widths"][0])
         x = [r["widths"][0] for r in mine]
         color = colors.get(mode)
-        ax_t.plot(x, [r["us_per_sample"] for r in mine], "o-", color=color, label=mode)
+        median = [r["us_per_sample"] for r in mine]
+        spread = [[m - r.get("us_min", m) for m, r in zip(median, mine)],
+                  [r.get("us_max", m) - m for m, r in zip(median, mine)]]
+        ax_t.errorbar(x, median, yerr=spread, fmt="o-", capsize=3, color=color, label=mode)
         ax_m.plot(x, [r["peak_mb"] for r in mine], "o-", color=color, label=f"{mode} (peak RSS)")
         ax_m.plot(x, [r["state_mb"] + r["saved_mb"] for r in mine], "x--", color=color,
                   label=f"{mode} (state + saved)")
@@ -275,10 +321,9 @@ def plot(rows, title: str = "learning cost: Frontprop against backprop"):
         ax.set_xlabel(f"width ({len(rows[0]['widths'])} layers over {rows[0]['in_features']} inputs)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
-    ax_t.set_title("time per sample")
+    ax_t.set_title(f"time per sample (median of {len(rows[0].get('us_runs', [0]))}, range)")
     ax_m.set_title("memory while learning")
     ax_t.legend(fontsize="small")
     ax_m.legend(fontsize="x-small")
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
