@@ -170,6 +170,21 @@ def estimate(paths, out_dir, parameters: dict) -> tuple[float, int]:
     return total, measured
 
 
+def estimate_message(paths, out_dir, parameters: list) -> str:
+    """How long the notebooks will take, and what that figure rests on (:func:`estimate`)."""
+    seconds, measured = estimate(paths, out_dir, parameters)
+    default = (f"{DEFAULT_SECONDS['full']:.0f} s per notebook (smoke: "
+               f"{DEFAULT_SECONDS['smoke']:.0f} s)")
+    if measured == len(paths):
+        basis = f"the previous run's times of {measured} of them"
+    elif measured:
+        basis = (f"the previous run's times of {measured}, a default of {default} for the other "
+                 f"{len(paths) - measured}")
+    else:
+        basis = f"a default of {default}; no earlier run on record"
+    return f"{len(paths)} notebook(s), about {_duration(seconds)} (from {basis})"
+
+
 def run_report(names=(), parameters=None, out_dir="reports", *, hide_code=False,
                progress=True, announce=None) -> list[NotebookRun]:
     """Run the named notebooks (all by default) with ``parameters`` overriding their defaults,
@@ -180,14 +195,7 @@ def run_report(names=(), parameters=None, out_dir="reports", *, hide_code=False,
     resolved = [resolve_parameters(p, dict(parameters or {})) for p in paths]
     out_dir = check_out(out_dir, paths)
     if announce is not None:
-        seconds, measured = estimate(paths, out_dir, resolved)
-        basis = (f"the previous run's times of {measured} of them" if measured == len(paths)
-                 else f"the previous run's times of {measured}, the default of "
-                      f"{DEFAULT_SECONDS['full']:.0f} s (smoke: {DEFAULT_SECONDS['smoke']:.0f} s) "
-                      f"for the other {len(paths) - measured}" if measured
-                 else f"a default of {DEFAULT_SECONDS['full']:.0f} s per notebook "
-                      f"(smoke: {DEFAULT_SECONDS['smoke']:.0f} s); no earlier run on record")
-        announce(f"{len(paths)} notebook(s), about {_duration(seconds)} (from {basis})")
+        announce(estimate_message(paths, out_dir, resolved))
     runs = []
     for i, (path, params) in enumerate(zip(paths, resolved), 1):
         runs.append(run_notebook(path, out_dir, params, hide_code=hide_code, progress=progress,
