@@ -11,6 +11,7 @@ Subpackages, one idea each (each docstring says what it holds and may import):
 - ``fpwb.viz``: plots, the recorder, the interactive explorer.
 - ``fpwb.runs``: notebooks into reports and sweeps.
 """
+from . import rules
 from .layers import FpConv2d, FpLinear, FpStack, conv_stack, to_frontprop
 
-__all__ = ["FpLinear", "FpConv2d", "FpStack", "conv_stack", "to_frontprop"]
+__all__ = ["FpLinear", "FpConv2d", "FpStack", "conv_stack", "to_frontprop", "rules"]

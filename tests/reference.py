@@ -1,48 +1,13 @@
-"""Plain per-sample Frontprop, written straight from the spec: the reference the fast code must match.
+"""Plain per-sample Frontprop, written straight from the spec, independent of the package: the
+naive reference the plain rule's fast paths (and its ``mode="reference"``) must match.
 
-The switches (``rule``, ``k_winners``, ``k_output``, ``repulsion``, ``repulsion_cosine``) are
-written here as plainly as the rule: one position at a time, one neuron at a time.
+The other rules and the switches are checked against the package's own references
+(``mode="reference"``, each rule's ``step``), see tests/test_rules.py and tests/test_switches.py.
 """
-import math
-
 import torch
 
-PLAIN = dict(rule="frontprop", k_winners=None, k_output=False, repulsion=0.0, repulsion_cosine=0.9)
 
-
-def reference_step(W, t, x, w_boost, rule="frontprop", k_winners=None, k_output=False,
-                   repulsion=0.0, repulsion_cosine=0.9):
-    """One position: W (N, K) weights, t (N,) thresholds of this slot, x (K,) unit input.
-
-    Returns the new W, new t and the output (N,). Every learner's update is computed from W as it
-    was at the start of the position.
-    """
-    y = W @ x
-    fired = (y >= t).nonzero().flatten().tolist()
-    winners = sorted(fired, key=lambda j: -float(y[j]))  # stable: ties keep the lower index first
-    if k_winners is not None:
-        winners = winners[:k_winners]
-    new_W, new_t = W.clone(), t.clone()
-    for j in winners:
-        if rule == "oja":
-            w = W[j] + w_boost * y[j] * (x - y[j] * W[j])
-        else:
-            w = W[j] + w_boost * (x - W[j])
-        if repulsion > 0:
-            for m in range(len(W)):
-                cosine = W[j] @ W[m] / (W[j].norm() * W[m].norm())
-                away = W[j] - W[m]
-                if m != j and cosine > repulsion_cosine and away.norm() > 0:
-                    w = w + repulsion * away / away.norm()
-        new_W[j] = w if rule == "oja" else w / w.norm()
-        new_t[j] = y[j]
-    shown = winners if k_output else fired
-    out = torch.zeros_like(y)
-    out[shown] = y[shown]
-    return new_W, new_t, out
-
-
-def reference_linear(weight, threshold, X, w_boost, t_decay, **switches):
+def reference_linear(weight, threshold, X, w_boost, t_decay):
     """Sample by sample over X (B, D). Returns outputs (B, N) (fired y, not normalised), W, t."""
     W, t = weight.clone(), threshold.clone()
     outs = []
@@ -52,11 +17,6 @@ def reference_linear(weight, threshold, X, w_boost, t_decay, **switches):
             outs.append(torch.zeros_like(t))
             continue
         x = x / norm
-        if switches:
-            W, t, out = reference_step(W, t, x, w_boost, **switches)
-            t = t * (1 - t_decay)
-            outs.append(out)
-            continue
         y = W @ x
         fired = y >= t
         for j in fired.nonzero().flatten().tolist():
@@ -76,7 +36,7 @@ def unit_patch(Xp, b, i, k, size, stride):
     return None if p.norm() == 0 else p / p.norm()
 
 
-def reference_conv(weight, threshold, X, w_boost, t_decay, stride=(1, 1), padding=(0, 0), **switches):
+def reference_conv(weight, threshold, X, w_boost, t_decay, stride=(1, 1), padding=(0, 0)):
     """Sample by sample, location by location in raster order, over X (B, C, H, W).
 
     weight (N, C, kH, kW); threshold (N, Ho, Wo). Thresholds decay once after each sample.
@@ -96,10 +56,6 @@ def reference_conv(weight, threshold, X, w_boost, t_decay, stride=(1, 1), paddin
                 if p is None:
                     continue
                 touched = True
-                if switches:
-                    W, t[:, i, k], outs[b, :, i, k] = reference_step(W, t[:, i, k], p, w_boost,
-                                                                     **switches)
-                    continue
                 y = W @ p
                 fired = y >= t[:, i, k]
                 for j in fired.nonzero().flatten().tolist():
@@ -112,15 +68,13 @@ def reference_conv(weight, threshold, X, w_boost, t_decay, stride=(1, 1), paddin
     return outs, W.reshape(weight.shape), t
 
 
-def reference_batch(weight, threshold, X, w_boost, t_decay, chunk, **switches):
+def reference_batch(weight, threshold, X, w_boost, t_decay, chunk):
     """The documented batch variant over flat inputs X (B, D), one neuron at a time, chunk by chunk:
     the neuron's threshold runs through the chunk as in sequential mode while its weights stay
     at the chunk start; then it moves once toward the mean of the inputs it fired on.
 
     threshold (N, 1). Returns outputs (B, N) (fired y, not normalised), W, t.
     """
-    if switches:
-        return reference_batch_switches(weight, threshold, X, w_boost, t_decay, chunk, **switches)
     W, t = weight.clone(), threshold.clone()
     r = 1 - t_decay
     X = X[X.norm(dim=1) > 0]
@@ -183,53 +137,3 @@ def reference_conv_batch(weight, threshold, X, w_boost, t_decay, chunk, stride=(
                 w = W[j] + (1 - (1 - w_boost) ** n) * (torch.stack(inputs).mean(0) - W[j])
                 W[j] = w / w.norm()
     return outs, W.reshape(weight.shape), t
-
-
-def reference_batch_switches(weight, threshold, X, w_boost, t_decay, chunk, rule="frontprop",
-                             k_winners=None, k_output=False, repulsion=0.0, repulsion_cosine=0.9):
-    """The batch variant with the switches (see ``fpwb.layers.engine.batch_chunk``), written plainly:
-    decide firings and winners per sample with the chunk-start weights and running thresholds,
-    then update each neuron."""
-    W, t = weight.clone(), threshold.clone()
-    r = 1 - t_decay
-    X = X[X.norm(dim=1) > 0]
-    X = X / X.norm(dim=1, keepdim=True)
-    N = len(W)
-    outs = []
-    for start in range(0, len(X), chunk):
-        xs = X[start:start + chunk]
-        E = len(xs)
-        out = torch.zeros(E, N, dtype=X.dtype)
-        learned = [[] for _ in range(N)]  # (e, y) where each neuron learned
-        for e, x in enumerate(xs):
-            y = W @ x
-            fired = [j for j in range(N) if y[j] >= t[j, 0]]
-            winners = sorted(fired, key=lambda j: -float(y[j]))  # stable: ties keep index order
-            if k_winners is not None:
-                winners = winners[:k_winners]
-            for j in (winners if k_output else fired):
-                out[e, j] = y[j]
-            for j in winners:
-                learned[j].append((e, y[j]))
-                t[j, 0] = y[j]
-            t = t * r
-        new_W = W.clone()
-        for j in range(N):
-            if not learned[j]:
-                continue
-            if rule == "oja":
-                w = W[j] + w_boost * sum(y * (xs[e] - y * W[j]) for e, y in learned[j])
-            else:
-                k = len(learned[j])
-                mean = torch.stack([xs[e] for e, _ in learned[j]]).mean(0)
-                w = W[j] + (1 - (1 - w_boost) ** k) * (mean - W[j])
-            if repulsion > 0:
-                for m in range(N):
-                    cosine = W[j] @ W[m] / (W[j].norm() * W[m].norm())
-                    away = W[j] - W[m]
-                    if m != j and cosine > repulsion_cosine and away.norm() > 0:
-                        w = w + repulsion * away / away.norm()
-            new_W[j] = w if rule == "oja" else w / w.norm()
-        W = new_W
-        outs.append(out)
-    return torch.cat(outs), W, t

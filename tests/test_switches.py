@@ -1,6 +1,6 @@
 """The switches beyond the plain rule (Oja's rule, k-winners-take-all, repulsion): every fast path
-against the naive references of tests/reference.py, for both layers and both modes; state,
-bad input and validation with the switches on."""
+against the package's reference (``mode="reference"``: the rule's plain step, position by
+position), for both layers and both modes; state, bad input and validation with the switches on."""
 import functools
 import math
 
@@ -9,7 +9,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from fpwb import FpConv2d, FpLinear
-from reference import reference_batch, reference_conv, reference_linear
+from reference import reference_linear
 from state import assert_same_state, state
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -33,9 +33,11 @@ def digit_images(n=80):
 
 @functools.lru_cache
 def linear_reference(name):
+    """The package's reference run: outputs (not normalised), weights and thresholds."""
     X = digits()
-    layer = FpLinear(64, 30, seed=1, dtype=torch.float64)
-    return X, reference_linear(layer.weight, layer.threshold, X, 0.02, 0.005, **COMBOS[name])
+    layer = FpLinear(64, 30, seed=1, t_decay=0.005, dtype=torch.float64, normalize_output=False,
+                     mode="reference", **COMBOS[name])
+    return X, (layer(X), layer.weight.clone(), layer.threshold.clone())
 
 
 @pytest.mark.parametrize("solver", [None, "gram", "direct", "rounds"])
@@ -61,7 +63,7 @@ def test_linear_sequential_matches_reference(name, solver):
 
 def test_switches_change_the_run():
     """Each switch does something on this schedule (else the equivalence tests prove little)."""
-    X, (plain_out, plain_W, _) = linear_reference("k2")[0], reference_linear(
+    plain_out, plain_W, _ = reference_linear(
         FpLinear(64, 30, seed=1, dtype=torch.float64).weight, torch.ones(30, dtype=torch.float64),
         digits(), 0.02, 0.005)
     for name in COMBOS:
@@ -75,9 +77,9 @@ def test_switches_change_the_run():
 def conv_reference(name):
     X = digit_images()
     X[3] = 0
-    layer = FpConv2d(1, 6, 3, padding=1, seed=0, dtype=torch.float64)
-    return X, reference_conv(layer.weight, torch.ones(6, 8, 8, dtype=torch.float64), X, 0.02, 0.02,
-                             stride=(1, 1), padding=(1, 1), **COMBOS[name])
+    layer = FpConv2d(1, 6, 3, padding=1, seed=0, t_decay=0.02, dtype=torch.float64,
+                     normalize_output=False, mode="reference", **COMBOS[name])
+    return X, (layer(X), layer.weight.clone(), layer.threshold.clone())
 
 
 @pytest.mark.parametrize("solver", [None, "gram", "direct", "rounds"])
@@ -98,20 +100,39 @@ def test_conv_sequential_matches_reference(name, solver):
     assert (layer.threshold - ref_t).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("solver", [None, "tensor"])
 @pytest.mark.parametrize("name", COMBOS)
-def test_linear_batch_matches_reference(name, solver):
+def test_linear_batch_solvers_agree_and_chunks_of_one_are_the_reference(name):
+    """Batch mode has two solvers (compiled walk and sparse move; tensors): they agree; and a
+    batch chunk of one sample is the sequential rule, i.e. the reference."""
     X = digits(400)
-    layer = FpLinear(64, 30, t_decay=0.01, mode="batch", chunk_size=32, seed=3,
-                     dtype=torch.float64, normalize_output=False, **COMBOS[name])
-    layer.solver = solver
-    W0, t0 = layer.weight.clone(), layer.threshold.clone().view(-1, 1)
+    runs = {}
+    for solver in ("compiled", "tensor"):
+        layer = FpLinear(64, 30, t_decay=0.01, mode="batch", chunk_size=32, seed=3,
+                         dtype=torch.float64, normalize_output=False, **COMBOS[name])
+        layer.solver = solver
+        runs[solver] = (layer(X), layer.weight.clone(), layer.threshold.clone())
+    assert (runs["compiled"][0] > 0).sum() > 100
+    for a, b in zip(runs["compiled"], runs["tensor"]):
+        assert (a - b).abs().max() < 1e-9
+    X, (ref_out, ref_W, ref_t) = linear_reference(name)
+    single = FpLinear(64, 30, t_decay=0.005, mode="batch", chunk_size=1, seed=1, dtype=torch.float64,
+                      normalize_output=False, **COMBOS[name])
+    assert (single(X) - ref_out).abs().max() < 1e-9
+    assert (single.weight - ref_W).abs().max() < 1e-9
+    assert (single.threshold - ref_t).abs().max() < 1e-9
+
+
+def test_plain_reference_mode_is_the_naive_reference():
+    """The package's reference walk of the plain rule equals the independent naive one."""
+    X = digits()
+    layer = FpLinear(64, 30, seed=1, t_decay=0.005, dtype=torch.float64, normalize_output=False,
+                     mode="reference")
+    start_W, start_t = layer.weight.clone(), layer.threshold.clone()
     out = layer(X)
-    ref_out, ref_W, ref_t = reference_batch(W0, t0, X, 0.02, 0.01, 32, **COMBOS[name])
-    assert (ref_out > 0).sum() > 100
-    assert (out - ref_out).abs().max() < 1e-9
-    assert (layer.weight - ref_W).abs().max() < 1e-9
-    assert (layer.threshold - ref_t.view(-1)).abs().max() < 1e-9
+    ref_out, ref_W, ref_t = reference_linear(start_W, start_t, X, 0.02, 0.005)
+    assert (out - ref_out).abs().max() < 1e-12
+    assert (layer.weight - ref_W).abs().max() < 1e-12
+    assert (layer.threshold - ref_t).abs().max() < 1e-12
 
 
 def test_conv_batch_with_switches_learns_and_limits_output():
