@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from fpwb.data import PATTERN_NAMES, SIMPLE_PATTERNS  # noqa: E402
+from fpwb.viz import plots  # noqa: E402
 from fpwb.viz.explorer import Explorer  # noqa: E402
 
 
@@ -186,6 +187,10 @@ def test_threshold_plot_before_the_first_step_shows_the_start(explorer):
     assert left < 0 < ex.batch_size <= right
     assert ex._threshold_ax.get_title() and ex._threshold_ax.get_xlabel() and ex._threshold_ax.get_ylabel()
     assert ex._colorbar_ax.get_visible() and ex._colorbar_ax.get_ylabel() == "weight"
+    assert plots.figure_problems(ex.figure) == []
+    ex.step()
+    ex.neurons_slider.value = 9  # new artists, a new colour bar in the same place
+    assert plots.figure_problems(ex.figure) == [] and len(ex.figure.axes) == 3
 
 
 def test_headless_outside_a_kernel_and_the_display_is_a_snapshot(explorer, monkeypatch):

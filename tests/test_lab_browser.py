@@ -4,8 +4,8 @@ JupyterLab starts as root would start it (``--allow-root``, a free port, a token
 python and one OpenMP thread for the kernel, on a temporary folder that holds a copy of the
 notebook whose ``out_dir`` points into that folder (and ``smoke = True``): the test writes nothing
 into the repository (no ``reports/04_explorer`` overwritten, no outputs saved into the committed
-notebook). Settings,
-workspace and runtime files live in the folder too, so a user's JupyterLab setup changes nothing.
+notebook). Settings, workspace and runtime files live in the folder too, so a user's JupyterLab
+setup changes nothing and the run is offline (no news, no update check).
 
 In a 1400 px wide window the test runs the notebook (Run All), checks that the explorer panel is
 still there with its slider readouts in view, presses step, moves the neurons slider with the
@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -214,9 +213,8 @@ def test_explorer_panel_in_jupyterlab(lab, browser, tmp_path):
     driver = browser
     try:
         driver.get(f"{base}/lab/tree/{name}?token={token}")
-        state = wait_for(driver, "the notebook's kernel",
-                         lambda d: (s := d.execute_script(NOTEBOOK_STATE)) and s["kernel"] == "idle" and s,
-                         START_TIMEOUT)
+        wait_for(driver, "the notebook's kernel",
+                 lambda d: (s := d.execute_script(NOTEBOOK_STATE)) and s["kernel"] == "idle", START_TIMEOUT)
         driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         state = wait_for(driver, "Run All to finish",
                          lambda d: (s := d.execute_script(NOTEBOOK_STATE))["executed"] == s["cells"]
