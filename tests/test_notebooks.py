@@ -51,7 +51,9 @@ _save_figure = experiments.save_figure
 
 def _checked_save_figure(fig, out_dir, name):
     with open(os.environ["FPWB_FIGURE_LOG"], "a") as log:
-        log.write(json.dumps({"notebook": os.path.basename(os.path.normpath(str(out_dir))), "figure": name,
+        # out_dir is the run's staging folder, <notebook>-<hex> (fpwb.runs.records.staging_folder)
+        notebook = os.path.basename(os.path.normpath(str(out_dir))).split("-")[0]
+        log.write(json.dumps({"notebook": notebook, "figure": name,
                               "problems": plots.figure_problems(fig)}) + "\\n")
     return _save_figure(fig, out_dir, name)
 
