@@ -8,11 +8,13 @@
   ordinary FpLinear / FpConv2d again, ``split_layer`` cuts one.
 - ``decentralised``: several learners on their own streams that merge every ``merge_every``
   samples, by matched averaging (Hungarian matching on weight cosines) or by pooling their
-  most-fired neurons; in one process or one process per learner.
+  most-fired neurons; in one process or one process per learner; ``study`` measures them against
+  one sequential learner and a random layer (notebook 13).
 - ``launch``: start a few local gloo processes (loopback, a free port, a timeout) for tests,
   notebooks and benchmarks.
 
-May import: torch, numpy, scipy, ``fpwb.layers``.
+May import: torch, numpy, scipy, tqdm, ``fpwb.layers``; ``decentralised.study`` also
+``fpwb.evaluation`` and ``fpwb.baselines``.
 """
 from .decentralised import MERGES, bytes_per_sample, merge_layers, train_decentralised
 from .launch import free_port, spawn

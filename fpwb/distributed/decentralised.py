@@ -158,3 +158,45 @@ def _exchange(states: dict, n_learners: int, distributed: bool):
         dist.all_gather(parts, t.contiguous())
         out.append(parts)
     return out
+
+
+def evaluate(layer, initial_weight, X_train, y_train, X_test, y_test) -> dict:
+    """Probe accuracy (linear probe on the relu readout), learned share and redundancy of a layer."""
+    from ..evaluation.diagnostics import learned_share, redundancy
+    from ..evaluation.probes import embed, linear_probe
+
+    probe = linear_probe(embed(layer, X_train, readout="relu"), y_train,
+                         embed(layer, X_test, readout="relu"), y_test)
+    return {"probe_acc": probe["accuracy"], "learned_share": learned_share(layer, initial_weight),
+            "redundancy": redundancy(layer)["neurons"]}
+
+
+def study(X_train, y_train, X_test, y_test, *, learners=(1, 2, 4, 8), intervals=(100, 1000, None),
+          merges=MERGES, seeds=(0,), n_neurons: int = 200, progress: bool = False, **layer_kwargs) -> list[dict]:
+    """Decentralised learners against one sequential learner (1 learner: it sees all the data) and
+    a random layer, same data, size, seeds, probe and readout. One row per (learners, interval,
+    merge, seed); the sequential learner and random layer as learners=1 rows with merge
+    "sequential" / "random". Keys: learners, merge_every, merge, seed, probe_acc, learned_share,
+    redundancy (share of neurons in a pair with cosine > 0.95), bytes_per_sample. Learners all
+    start from the seed's layer (``initial_weight`` of learned_share)."""
+    from tqdm.auto import tqdm
+
+    from ..baselines import random_layer
+
+    X_train = X_train.reshape(len(X_train), -1)
+    X_test = X_test.reshape(len(X_test), -1)
+    jobs = [(1, None, "sequential", s) for s in seeds] + [(1, None, "random", s) for s in seeds]
+    jobs += [(L, m, merge, s) for L in learners if L > 1 for m in intervals for merge in merges for s in seeds]
+    rows = []
+    for L, every, merge, seed in tqdm(jobs, disable=not progress, desc="decentralised"):
+        initial = FpLinear(X_train.shape[1], n_neurons, seed=seed, **layer_kwargs).weight
+        if merge == "random":
+            layer, info = random_layer(X_train.shape[1], n_neurons, seed=seed), {"bytes_per_sample": 0.0}
+        else:
+            layer, info = train_decentralised(X_train, n_learners=L, n_neurons=n_neurons, merge_every=every,
+                                              merge="average" if merge == "sequential" else merge,
+                                              seed=seed, **layer_kwargs)
+        scores = evaluate(layer, initial, X_train, y_train, X_test, y_test)
+        rows.append({"learners": L, "merge_every": every, "merge": merge, "seed": seed, **scores,
+                     "bytes_per_sample": info["bytes_per_sample"]})
+    return rows

@@ -33,6 +33,9 @@ Why the result is bit-identical to the layer in one process, and what that takes
   columns the matrix has (measured: up to 2e-16 relative in float64; ``W @ x.T``, which the
   sequential solvers use, gives the same rows for any slice). There the sharded layer agrees
   with one process to rounding, not bit for bit (one sample at a time, as under k-WTA, is exact).
+  ``W @ x.T`` keeps rows only as far as MKL does: exact for the 784-input layers tested, but for
+  a tiny FpConv2d (6 kernels of 3x3 split 3 + 3) the first firing of a chunk output a value 1e-16
+  off (its weights and thresholds stayed exact: the plain move does not use y).
 
 Refused with a ValueError: rules other than "frontprop" and "oja" (their neurons interact:
 soft and rank-k winners, homeostasis across neurons), ``repulsion`` > 0, and on CUDA only the
