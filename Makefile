@@ -4,8 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# make lab PORT=8899 IP=0.0.0.0 (IP: 0.0.0.0 to reach JupyterLab from outside a container)
+PORT   ?= 8888
+IP     ?= 127.0.0.1
 
-.PHONY: install test data report lab bench figures sweep clean
+.PHONY: install test data report lab bench figures sweep clean readme-check
 
 install: $(STAMP)
 
@@ -40,8 +43,13 @@ data:
 report: $(STAMP) data
 	$(PY) -m fpwb.cli report
 
+# JupyterLab on the repository, also as root; prints the URL (with its token) to open.
 lab: $(STAMP)
-	$(PY) -m jupyter lab --notebook-dir=.
+	$(PY) -m fpwb.runs.lab --port $(PORT) --ip $(IP)
+
+# The README numbers (marked <!-- notebook:key -->) that differ from the report's results.json.
+readme-check: $(STAMP)
+	$(PY) -m fpwb.runs.readme_check README.md --report reports
 
 figures: $(STAMP)
 	$(PY) -m fpwb.cli figures --report reports --dest docs/figures

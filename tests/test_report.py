@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -180,6 +181,23 @@ def test_workdir_moves_to_the_repo_root_from_anywhere(tmp_path, monkeypatch):
     assert experiments.workdir() == ROOT and os.getcwd() == str(ROOT)
     with pytest.raises(ValueError, match="no pyproject.toml found"):
         experiments.repo_root(tmp_path)
+
+
+def test_interactive_runs_write_beside_the_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(experiments, "repo_root", lambda start=None: tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(experiments.RUNNER_ENV, raising=False)
+    assert experiments.output_dir("reports/05_demo") == tmp_path / "reports" / "interactive" / "05_demo"
+    assert "interactive run: writing into" in capsys.readouterr().out
+    experiments.save_results("reports/05_demo", {"a": 1})
+    assert (tmp_path / "reports" / "interactive" / "05_demo" / "results.json").is_file()
+    assert not (tmp_path / "reports" / "05_demo").exists()
+    assert experiments.output_dir("elsewhere/05") == Path("elsewhere/05")  # not the report's: kept
+    inside = tmp_path / "reports" / "interactive" / "x"
+    assert experiments.output_dir(inside) == inside
+    monkeypatch.setenv(experiments.RUNNER_ENV, "report")  # what fpwb's runners set
+    assert experiments.output_dir("reports/05_demo") == Path("reports/05_demo")
+    assert (tmp_path / "reports" / "05_demo").is_dir()
 
 
 def test_resolve_device():

@@ -37,7 +37,8 @@ def good_notebook(path) -> Path:
         path, "fail = False\nfigure = 'a.png'\nout_dir = 'unused'",
         "import os\nif fail:\n    raise RuntimeError('failing on purpose')",
         "open(os.path.join(out_dir, figure), 'w').write('figure')\n"
-        "from fpwb.runs import experiments\nexperiments.save_results(out_dir, {'answer': 42})")
+        "from fpwb.runs import experiments\n"
+        "experiments.save_results(out_dir, {'answer': 42}, runner=os.environ.get('FPWB_RUNNER'))")
 
 
 def no_execution(*args, **kwargs):
@@ -50,6 +51,8 @@ def first_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("first")
     path = good_notebook(folder / "nb.ipynb")
     assert cli.main(["report", str(path), "--out", str(folder / "out"), "-q"]) == 0
+    # the kernel knew it ran under the report runner, so output_dir kept its out_dir
+    assert json.loads((folder / "out" / "nb" / "results.json").read_text())["runner"] == "report"
     return path, folder / "out"
 
 
@@ -235,7 +238,8 @@ def test_sigterm_records_what_finished_marks_the_sweep_interrupted_and_releases_
         tmp_path / "slow.ipynb", "seed = 0\nx = 1\nout_dir = '.'",
         "import json, os, time\n"
         "for _ in range(0 if x == 1 else 300):\n    time.sleep(0.1)\n"
-        "json.dump({'score': x}, open(os.path.join(out_dir, 'results.json'), 'w'))")
+        "json.dump({'score': x, 'runner': os.environ.get('FPWB_RUNNER')},\n"
+        "          open(os.path.join(out_dir, 'results.json'), 'w'))")
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"grid": {"x": [1, 2]}}))
     out = tmp_path / "sweep"
@@ -262,3 +266,4 @@ def test_sigterm_records_what_finished_marks_the_sweep_interrupted_and_releases_
     with open(out / "results.csv", newline="") as f:
         assert [(r["run"], r["status"]) for r in csv.DictReader(f)] == [("x=1", "ok"), ("x=2", "pending")]
     assert not (out / ".lock").exists()
+    assert json.loads((out / "runs" / "x=1" / "results.json").read_text())["runner"] == "sweep"
