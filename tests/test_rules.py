@@ -2,6 +2,10 @@
 paths equal its own reference (float64, 1e-5, on real data, through the silent start and the
 dense phase), its state round-trips, and the claims of its docstring hold."""
 import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,3 +264,13 @@ def test_rule_repr_and_equality():
     assert repr(rules.SoftWTA(temperature=0.2)) == "soft_wta(temperature=0.2, anti_hebbian=True)"
     assert rules.RankK(rank=3) == rules.RankK(rank=3) != rules.RankK(rank=4)
     assert "rule=homeostatic(" in repr(FpLinear(4, 2, rule="homeostatic"))
+
+
+def test_the_user_rule_example_runs():
+    """examples/my_rule.py: a rule written outside the package trains both layers and is probed."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "my_rule.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all("hebb rule 0." in line and "untrained 0." in line for line in lines)

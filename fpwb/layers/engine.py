@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..rules import Rule
+from ..rules.base import column
 from . import kernels
 
 # Scaled thresholds grow like r**-E over a chunk; keep that factor well inside float32 range.
@@ -266,11 +267,6 @@ def sequential_cpu(x, valid, weight, threshold, count, out, *, learning: Learnin
     return out
 
 
-def _column(value, like):
-    """A coefficient (a number or an (A,) tensor) as a column that broadcasts over rows of like."""
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1, 1)
-
-
 def sequential_rounds(x, valid, weight, threshold, count, out, *, learning: Learning, step: int):
     """Device-generic solver: firing rounds vectorised over neurons (see the module docstring)."""
     rule = learning.rule
@@ -309,7 +305,7 @@ def sequential_rounds(x, valid, weight, threshold, count, out, *, learning: Lear
         y = values[first, cols]  # (A,)
         fired_values[first, idx] = y
         c, d = type(rule).update(y, learning.w_boost, learned.to(x.dtype), step_of[first], params)
-        w = _column(c, w) * w + _column(d, w) * flat_x[first]
+        w = column(c, w) * w + column(d, w) * flat_x[first]
         if rule.renormalise:
             w = w / w.norm(dim=1, keepdim=True)
         learned += 1

@@ -139,22 +139,22 @@ class Rule:
         output (N,) and which neurons learned (N,) bool. Every learner's move is computed from
         the weights at the start of the position."""
         y = weight @ x  # (N,)
-        fired = (y >= threshold).nonzero().flatten().tolist()
-        learners = sorted(fired, key=lambda j: -float(y[j]))  # stable: ties keep the lower index
-        if k_winners is not None:
-            learners = learners[:k_winners]
+        fired = y >= threshold
+        candidates = fired.nonzero().flatten()
+        order = torch.sort(y[candidates], descending=True, stable=True).indices  # ties: lower index first
+        learners = candidates[order][:k_winners]  # (L,) all of them when k_winners is None
         params = torch.tensor(self.params(), dtype=torch.float64)
+        c, d = type(self).update(y[learners], w_boost, count[learners].to(y.dtype), float(step), params)
+        moved = column(c, weight) * weight[learners] + column(d, weight) * x  # (L, K)
+        if repulsion > 0 and len(learners):
+            moved = moved + torch.stack([repulsion_push(weight, int(j), repulsion, repulsion_cosine)
+                                         for j in learners])
         new_weight, new_threshold = weight.clone(), threshold.clone()
-        for j in learners:
-            c, d = type(self).update(y[j], w_boost, count[j].to(y.dtype), float(step), params)
-            w = c * weight[j] + d * x
-            if repulsion > 0:
-                w = w + repulsion_push(weight, j, repulsion, repulsion_cosine)
-            new_weight[j] = w / w.norm() if self.renormalise else w
-            new_threshold[j] = y[j]
-        learned = torch.zeros_like(threshold, dtype=torch.bool)
+        new_weight[learners] = moved / moved.norm(dim=1, keepdim=True) if self.renormalise else moved
+        new_threshold[learners] = y[learners]
+        learned = torch.zeros_like(fired)
         learned[learners] = True
-        shown = learned if k_output else (y >= threshold)
+        shown = learned if k_output else fired
         return new_weight, new_threshold, torch.where(shown, y, torch.zeros_like(y)), learned
 
     def end_step(self, threshold, *, t_decay, fired):
@@ -182,6 +182,11 @@ class Rule:
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(self.settings().items())))
+
+
+def column(value, like):
+    """A coefficient (a number or an (L,) tensor) as a column over the rows of ``like``."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1, 1)
 
 
 def repulsion_push(weight, j, repulsion, repulsion_cosine):
