@@ -236,3 +236,30 @@ def test_worker_without_the_sweep_folder_sends_files_back(tmp_path):
     assert json.loads(report["files"]["results.json"])["x_squared"] == 25
     assert not any(folder.iterdir())  # nothing written where this worker cannot see the sweep
 
+
+
+def test_each_run_is_a_tensorboard_run_with_its_parameters_and_results(sweeps):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    def read(name):
+        events = EventAccumulator(str(sweeps["out"] / "runs" / name))
+        events.Reload()
+        data = {tag: HParamsPluginData.FromString(content)
+                for tag, content in events.PluginTagToContent("hparams").items()}
+        scalars = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+        return data, scalars
+
+    data, scalars = read("x=2")
+    hparams = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+               for k, v in data["_hparams_/session_start_info"].session_start_info.hparams.items()}
+    assert hparams == {"seed": 7, "x": 2, "fail_at": 3, "smoke": True, "device": "cpu"}
+    (x,) = [h for h in data["_hparams_/experiment"].experiment.hparam_infos if h.name == "x"]
+    assert [v.number_value for v in x.domain_discrete.values] == [1, 2, 3, 4]
+    results = json.loads((sweeps["out"] / "runs" / "x=2" / "results.json").read_text())
+    assert scalars["results/score"] == [pytest.approx(results["score"])]
+    assert scalars["results/x_squared"] == [4] and scalars["run/ok"] == [1]
+    record = json.loads((sweeps["out"] / "runs" / "x=2" / "run.json").read_text())
+    assert any(f.startswith("events.out.tfevents.") for f in record["files"])
+    _, scalars = read("x=3")  # the failed run is in the view too, without results
+    assert scalars["run/ok"] == [0] and "results/score" not in scalars

@@ -8,8 +8,10 @@
 - ``report``: the notebooks into a report with an index (``fpwb report``).
 - ``sweep``: a notebook over a parameter grid on Dask (``fpwb sweep``), from ``grid`` (the grid
   file and run names), ``store`` (the sweep folder, its lock, recording runs), ``workers`` (the
-  Dask tasks) and ``tables`` (results.csv, summary figure, sweep.json).
+  Dask tasks), ``tables`` (results.csv, summary figure, sweep.json) and ``hparams`` (one
+  TensorBoard run per grid point).
+- ``lab`` (``make lab``) and ``readme_check`` (``make readme-check``).
 
-May import: papermill, nbconvert, dask, and nothing of the rest of fpwb (it runs notebooks; the
-notebooks import fpwb).
+May import: papermill, nbconvert, dask, jupyterlab, torch.utils.tensorboard, and nothing of the
+rest of fpwb (it runs notebooks; the notebooks import fpwb).
 """

@@ -9,7 +9,8 @@ one thread each, unless a scheduler address is given. Each run has a folder ``ru
 from its grid values (:mod:`fpwb.runs.store`): the executed notebook, what the notebook wrote into
 its ``out_dir`` (``results.json``, figures), ``parameters.yaml`` (every parameter value:
 ``papermill notebook.ipynb OUT.ipynb -f parameters.yaml -p out_dir DIR --cwd REPO`` reruns it),
-and ``run.json`` (:mod:`fpwb.runs.records`). The folder ends with
+a TensorBoard event file with the run's parameters and result numbers (:mod:`fpwb.runs.hparams`;
+``tensorboard --logdir <sweep>/runs`` shows the grid in its HParams view) and ``run.json`` (:mod:`fpwb.runs.records`). The folder ends with
 ``results.csv`` (one row per run), ``summary.png`` and ``sweep.json`` (:mod:`fpwb.runs.tables`),
 the entry the report index lists: ``fpwb sweep`` rewrites ``<report>/index.html`` when the sweep
 folder is ``<report>/sweeps/<name>`` (the default, under ``reports/``).
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import records, store, tables
+from . import hparams, records, store, tables
 from .grid import Grid, Run, digest, run_name
 from .notebook import OUT_PARAM, Parameters, UndeclaredParameters
 from .workers import dispatch
@@ -190,10 +191,14 @@ def _execute(sweep: Sweep, scheduler, workers, progress) -> SweepResult:
     tables.write_summary(sweep, created, where, 0.0, final=False)  # workers find sweep_id here
     executed = 0
 
+    def record(run, report):
+        store.record(sweep, run, report, extra=lambda staging, entry: hparams.write_run(
+            staging, run.parameters, sweep.grid.grid, entry,
+            records.read_json(staging / tables.RESULTS_FILE)))
+
     try:
         if todo:
-            executed = dispatch(sweep, todo, scheduler, n, progress,
-                                lambda run, report: store.record(sweep, run, report))
+            executed = dispatch(sweep, todo, scheduler, n, progress, record)
     finally:  # also on Ctrl-C and SIGTERM: the table and sweep.json show what is done
         wall = round(time.perf_counter() - start, 3)
         rows, table, figure, status = tables.write_summary(sweep, created, where, wall, final=True)
