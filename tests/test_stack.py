@@ -111,3 +111,77 @@ def test_conv_stack_shapes_and_learning():
 def test_bad_use_is_rejected(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def stats_stack(mode="sequential", norm=None):
+    """Fp layer -> pool -> statistics module -> Fp layer -> pool -> statistics module (trailing)."""
+    from fpwb.nets import ChannelStandardize
+    make = norm or (lambda c: ChannelStandardize(c))
+    return FpStack(FpConv2d(1, 4, 3, padding=1, t_decay=0.02, seed=0, mode=mode), nn.MaxPool2d(2),
+                   make(4), FpConv2d(4, 6, 3, padding=1, t_decay=0.02, seed=1, mode=mode),
+                   nn.MaxPool2d(2), make(6))
+
+
+@pytest.mark.parametrize("mode", ["sequential", "batch"])
+@pytest.mark.parametrize("norm", ["standardize", "batchnorm"])
+def test_greedy_with_statistics_equals_the_stages_by_hand(mode, norm):
+    """Greedy: layer 0 learns; the statistics in front of layer 3 collect over one pass in data
+    order with layer 0 fixed; layer 3 learns with them fixed; the trailing statistics last."""
+    make = None if norm == "standardize" else (lambda c: nn.BatchNorm2d(c, affine=False))
+    X = images(200)
+    a, b = stats_stack(mode, make), stats_stack(mode, make)
+    a.fit(X, epochs=2, batch_size=64, schedule="greedy", seed=5)
+    g = torch.Generator().manual_seed(5)
+    b.eval()
+    b[0].train()
+    for _ in range(2):
+        order = torch.randperm(len(X), generator=g)
+        for s in range(0, len(X), 64):
+            b[0](X[order[s:s + 64]])
+    b.eval()
+    b[2].train()
+    for s in range(0, len(X), 64):
+        b(X[s:s + 64], upto=2)
+    b.eval()
+    b[3].train()
+    for _ in range(2):
+        order = torch.randperm(len(X), generator=g)
+        for s in range(0, len(X), 64):
+            b(X[order[s:s + 64]], upto=3)
+    b.eval()
+    b[5].train()
+    for s in range(0, len(X), 64):
+        b(X[s:s + 64])
+    for k, v in snapshot(a).items():
+        assert torch.equal(v, snapshot(b)[k]), k
+    assert int(a[3].fire_count.sum()) > 0
+    assert a.training and all(m.training for m in a.layers), "modes restored"
+
+
+@pytest.mark.parametrize("mode", ["sequential", "batch"])
+def test_joint_with_statistics_equals_the_passes_by_hand(mode):
+    X = images(120)
+    a, b = stats_stack(mode), stats_stack(mode)
+    a.fit(X, epochs=2, batch_size=40, schedule="joint", seed=1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        order = torch.randperm(len(X), generator=g)
+        for s in range(0, len(X), 40):
+            b(X[order[s:s + 40]])
+    for k, v in snapshot(a).items():
+        assert torch.equal(v, snapshot(b)[k]), k
+
+
+def test_wrapped_layers_count_as_fp_layers_and_frozen_ones_keep_their_kernels():
+    from fpwb.nets import Readout
+    from fpwb.layers.stack import fp_layer_of, has_statistics
+    stack = FpStack(Readout(FpConv2d(1, 4, 3, padding=1, t_decay=0.02, seed=0)), nn.MaxPool2d(2),
+                    nn.BatchNorm2d(4, affine=False), Readout(FpConv2d(4, 5, 3, padding=1, seed=1), "relu"))
+    assert stack.fp_indices == [0, 3] and stack.fp_layers()[1] is fp_layer_of(stack[3])
+    assert has_statistics(stack[2]) and not has_statistics(stack[1]) and not has_statistics(stack[0])
+    before = stack.fp_layers()[1].weight.clone()
+    stack.fp_layers()[1].freeze()
+    stack.fit(images(100), schedule="greedy")
+    assert torch.equal(stack.fp_layers()[1].weight, before)
+    assert int(stack[2].num_batches_tracked) == 1, "one statistics pass (100 images, one batch)"
+    assert stack.embed(images(3), stage=1, flatten=False).shape == (3, 4, 4, 4)

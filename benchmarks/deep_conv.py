@@ -1,0 +1,100 @@
+"""Deep Frontprop conv nets against the same net untrained, imprinted, k-means and backprop.
+
+1, 2 and 3 conv stages (``fpwb.nets.protocol``), the same linear probe on every stage, over seeds;
+writes benchmarks/results/deep_conv.md (table, per-stage probes, learned share, the command).
+
+    .venv/bin/python benchmarks/deep_conv.py                # the default run (see --help)
+    .venv/bin/python benchmarks/deep_conv.py --smoke        # digits, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fpwb.nets import protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--n-train", type=int, default=4000, help="training subsample (every method)")
+    parser.add_argument("--n-test", type=int, default=2000)
+    parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--kernel-sizes", type=int, nargs="+", default=[5, 3, 3])
+    parser.add_argument("--rules", nargs="+", default=None, help="rule names (default: every rule)")
+    parser.add_argument("--k-winners", type=int, nargs="*", default=[1],
+                        help="k_winners switch settings run besides the plain rule")
+    parser.add_argument("--mode", default="batch", choices=["batch", "sequential"])
+    parser.add_argument("--w-boost", type=float, default=0.05)
+    parser.add_argument("--t-decay", type=float, default=0.003)
+    parser.add_argument("--epochs", type=int, default=1, help="Frontprop epochs per stage")
+    parser.add_argument("--backprop-epochs", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "deep_conv.md"))
+    args = parser.parse_args(argv)
+
+    layer = {"mode": args.mode, "w_boost": args.w_boost, "t_decay": args.t_decay}
+    if args.smoke:
+        spec = protocol.smoke_spec(**layer)
+        data = protocol.load_data("digits", smoke=True)
+        args.seeds, args.backprop_epochs = args.seeds[:2], 1
+    else:
+        data = protocol.load_data(args.dataset, args.n_train, args.n_test)
+        spec = protocol.NetSpec(in_channels=data[0].shape[1], channels=tuple(args.channels),
+                                kernel_sizes=tuple(args.kernel_sizes), layer=layer)
+    switches = {"": {}, **{f"k_winners={k}": {"k_winners": k} for k in args.k_winners}}
+    frontprop = protocol.frontprop_variants(args.rules, switches)
+    start = time.perf_counter()
+    result = protocol.run(spec, data[:4], frontprop=frontprop, seeds=tuple(args.seeds),
+                          epochs=args.epochs, backprop_epochs=args.backprop_epochs)
+    minutes = (time.perf_counter() - start) / 60
+    rows = result["rows"]
+    summary = protocol.summary(rows)
+    print(protocol.table(rows))
+
+    stages = ["| method | stage | probe (net of 3 stages) | learned share | redundant neurons |", "|---|---|---|---|---|"]
+    deepest = max(r["depth"] for r in rows)
+    for m in dict.fromkeys(r["method"] for r in rows):
+        for k in range(1, deepest + 1):
+            e = summary.get((m, deepest, k))
+            if e is None:
+                continue
+            share = "-" if e["learned_share"] is None else f"{e['learned_share']:.2f}"
+            red = "-" if e["redundant"] is None else f"{e['redundant']:.2f}"
+            stages.append(f"| {m} | {k} | {100 * e['mean']:.2f} ± {100 * e['std']:.2f} | {share} | {red} |")
+    command = "python benchmarks/deep_conv.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    text = "\n".join([
+        "# Deep conv nets: Frontprop against the same net untrained",
+        "",
+        f"Command: `{command.strip()}` ({minutes:.0f} min on the shared 2-core machine).",
+        "",
+        f"Data: {data[4]}, {len(data[0])} training / {len(data[2])} test images (the same random "
+        f"subsample, seed 0, for every method). Net: {spec.describe()}. Frontprop layers: "
+        f"{json.dumps(layer)}, greedy, {args.epochs} epoch(s) per stage. Seeds {args.seeds}; "
+        f"mean ± std (ddof 1) of the linear probe's test accuracy (%) on the last stage; "
+        f"backprop: Adam, {args.backprop_epochs} epochs, one net per depth.",
+        "",
+        protocol.table(rows),
+        "",
+        "Every stage of the deepest net (greedy methods: stage k of it is the k-stage net):",
+        "",
+        *stages,
+        ""])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"rows": rows, "spec": result["spec"]},
+                                                              indent=1, default=float))
+    print(f"wrote {args.out} ({minutes:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
