@@ -57,6 +57,10 @@ def test_good_notebook_runs_from_the_repo_root_with_its_parameters(ran):
     assert run["status"] == "ok" and run["parameters"]["x"] == 3
     assert run["parameters"]["out_dir"] == str(out / "good")
     assert (out / "good" / "good.html").is_file()
+    executed = nbformat.read(out / "good" / "good.ipynb", as_version=4)
+    (injected,) = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert f'out_dir = "{out / "good"}"' in injected.source  # where the run is, not where it ran
+    assert not (out / ".fpwb-staging").exists()
 
 
 def test_failing_notebook_exits_non_zero_names_cell_and_error_and_keeps_the_notebook(ran, capsys):

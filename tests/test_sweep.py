@@ -141,6 +141,9 @@ def test_failed_run_is_recorded_and_the_others_complete(sweeps):
     assert failed["error"]["type"] == "ValueError"
     assert "failing on purpose at x=3" in failed["error"]["message"]
     assert (out / "runs" / "x=3" / PROBE.name).is_file()  # the failed notebook is kept
+    executed = nbformat.read(out / "runs" / "x=1" / PROBE.name, as_version=4)
+    (injected,) = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert f'out_dir = "{(out / "runs" / "x=1").resolve()}"' in injected.source
     for name in ("x=1", "x=2", "x=4"):
         assert sweeps["records"][name]["status"] == "ok"
         results = json.loads((out / "runs" / name / "results.json").read_text())

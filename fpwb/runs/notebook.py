@@ -178,6 +178,24 @@ def execute(source, target, parameters: dict, *, runner: str, progress: str | No
     return Execution(error, started, records.now(), time.perf_counter() - start)
 
 
+def retarget(executed, staging, final) -> None:
+    """Make an executed notebook's injected ``out_dir`` name ``final``, the folder its run was
+    swapped into, instead of the staging folder it ran in (so running it again writes there)."""
+    import nbformat
+
+    executed = Path(executed)
+    if not executed.is_file():
+        return
+    nb = nbformat.read(executed, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []) and str(staging) in cell.source:
+            cell.source = cell.source.replace(str(staging), str(final))
+            changed = True
+    if changed:
+        nbformat.write(nb, executed)
+
+
 def describe_error(name: str, error: dict | None) -> str | None:
     """One line for a run's error: the failing cell and its first line when there is one."""
     if error is None:
@@ -205,6 +223,7 @@ def run_notebook(source, folder, parameters: dict, *, runner: str, progress: str
         execution = execute(source, staging / source.name,
                             {**parameters, OUT_PARAM: str(staging)}, runner=runner,
                             progress=progress)
+        retarget(staging / source.name, staging, folder)
         if finish is not None:
             finish(staging, execution)
         record = records.run_record(

@@ -17,6 +17,7 @@ import nbformat
 import yaml
 
 from . import records
+from .notebook import retarget
 from .tables import FIGURE_FILE, NOTEBOOK_COPY, SWEEP_FILE, TABLE_FILE
 
 LOCK_FILE = ".lock"
@@ -114,6 +115,8 @@ def record(sweep, run, report: dict, *, extra=None) -> dict:
             path = staging / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
+        if report["out_dir"]:
+            retarget(staging / sweep.notebook.name, report["out_dir"], final.resolve())
         (staging / PARAMETERS_FILE).write_text(yaml.safe_dump(run.parameters, sort_keys=False))
         error = report["error"]
         entry = records.run_record(

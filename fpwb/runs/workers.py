@@ -42,6 +42,7 @@ def execute_run(notebook_json: str, notebook_name: str, parameters: dict, folder
                      "message": f"the notebook wrote no {RESULTS_FILE} into {OUT_PARAM}"}
         files = {} if shared else {p: (work / p).read_bytes() for p in records.files_of(work)}
     return {"error": error, "files": files, "staging": str(work) if shared else None,
+            "out_dir": str(work.resolve()),
             "started": done.started, "finished": done.finished, "wall_time": done.wall_time,
             "host": socket.gethostname()}
 
@@ -50,8 +51,8 @@ def lost(exc: BaseException) -> dict:
     """The report of a run Dask lost (worker killed, cancelled)."""
     stamp = records.now()
     return {"error": {"type": type(exc).__name__, "message": str(exc), "cell": None, "source": None},
-            "files": {}, "staging": None, "started": stamp, "finished": stamp, "wall_time": 0.0,
-            "host": None}
+            "files": {}, "staging": None, "out_dir": None, "started": stamp, "finished": stamp,
+            "wall_time": 0.0, "host": None}
 
 
 def dispatch(sweep, todo: list, scheduler, n: int, progress: bool, record) -> int:
