@@ -8,8 +8,10 @@ inside), waits for each to load and counts the images that decoded (naturalWidth
 prints the checker's DOM (--dump-dom) and this script reads the verdict from it.
 
 Passes when index.html lists at least one notebook, every linked page loads with a title, has at
-least one image, and all its images decoded. Exit status 0 on pass, 1 on failure, 2 when Chromium
-is missing (Debian: apt-get install -y chromium).
+least one image, and all its images decoded, and no cell output shows an HTML entity as text (a
+literal ``&middot;``). Cell outputs that show nothing (a widget only a live kernel can draw, such
+as a notebook progress bar) are listed as warnings. Exit status 0 on pass, 1 on failure, 2 when
+Chromium is missing (Debian: apt-get install -y chromium).
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ CHECKER_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>
 <pre id="result">pending</pre><iframe id="frame" width="1200" height="900"></iframe>
 <script>
 const PAGE_TIMEOUT_MS = %(timeout_ms)d;
+const DRAWN = "img, svg, canvas, video, iframe, table";  // an output that shows these is not blank
+const ENTITY = /&(#[0-9]+|#x[0-9a-fA-F]+|[a-zA-Z]+);/g;  // shown as text: it was escaped twice
 function visit(url) {
   return new Promise(resolve => {
     const frame = document.getElementById("frame");
@@ -45,6 +49,7 @@ function visit(url) {
       done = true;
       const doc = frame.contentDocument;
       const images = doc ? Array.from(doc.images) : [];
+      const outputs = doc ? Array.from(doc.querySelectorAll(".jp-OutputArea-output")) : [];
       resolve({url, timedOut, title: doc ? doc.title : null,
                images: images.length,
                decoded: images.filter(i => i.complete && i.naturalWidth > 0).length,
@@ -52,7 +57,9 @@ function visit(url) {
                              .map(i => i.src.slice(0, 80)),
                links: doc ? Array.from(doc.querySelectorAll("a[href$='.html']"))
                                  .map(a => a.getAttribute("href")) : [],
-               rows: doc ? doc.querySelectorAll("table.runs > tbody > tr").length : 0});
+               rows: doc ? doc.querySelectorAll("table.runs > tbody > tr").length : 0,
+               blank: outputs.filter(o => !o.innerText.trim() && !o.querySelector(DRAWN)).length,
+               entities: [...new Set(outputs.flatMap(o => o.innerText.match(ENTITY) || []))]});
     };
     frame.onload = () => setTimeout(() => finish(false), 200);
     setTimeout(() => finish(true), PAGE_TIMEOUT_MS);
@@ -133,7 +140,15 @@ def problems(found: dict) -> list[str]:
         elif page["decoded"] != page["images"]:
             issues.append(f"{page['url']}: {page['images'] - page['decoded']} of {page['images']} "
                           f"image(s) did not load: {page['broken']}")
+        if page["entities"]:
+            issues.append(f"{page['url']}: HTML entities shown as text: {', '.join(page['entities'])}")
     return issues
+
+
+def warnings(found: dict) -> list[str]:
+    """What a reader would miss that does not fail the check: outputs that show nothing."""
+    return [f"{page['url']}: {page['blank']} cell output(s) show nothing (widgets without a kernel?)"
+            for page in found["pages"] if page["blank"]]
 
 
 def screenshot(path: Path, report_dir: Path, browser: str):
@@ -162,6 +177,8 @@ def main(argv=None) -> int:
         print(f"{page['url']}: {page['title']!r}, {page['decoded']}/{page['images']} images loaded")
     if args.screenshot:
         screenshot(Path(args.screenshot).resolve(), report_dir, browser)
+    for warning in warnings(found):
+        print(f"WARN {warning}", file=sys.stderr)
     issues = problems(found)
     for issue in issues:
         print(f"FAIL {issue}", file=sys.stderr)

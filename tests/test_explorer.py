@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from fpwb.data import PATTERN_NAMES, SIMPLE_PATTERNS  # noqa: E402
+from fpwb.runs import experiments  # noqa: E402
 from fpwb.viz import plots  # noqa: E402
 from fpwb.viz.explorer import Explorer  # noqa: E402
 
@@ -220,9 +221,14 @@ def test_headless_in_a_kernel_depends_on_the_front_end(monkeypatch):
 
     monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv(module.RUNNER_ENV, raising=False)
     assert module.headless()  # papermill / nbval: a kernel, bare execute requests
     monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/04_explorer.ipynb")
     assert not module.headless()  # a kernel JupyterLab started for a notebook
     monkeypatch.delenv("JPY_SESSION_NAME")
     Shell.kernel.request = {**Kernel.request, "metadata": {"cellId": "cell-03", "deletedCells": []}}
     assert not module.headless()  # a cell JupyterLab runs in a kernel it did not start
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/04_explorer.ipynb")
+    monkeypatch.setenv(experiments.RUNNER_ENV, "report")
+    assert module.RUNNER_ENV == experiments.RUNNER_ENV
+    assert module.headless()  # fpwb report, even started from a JupyterLab kernel

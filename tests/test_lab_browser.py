@@ -110,7 +110,8 @@ def lab(tmp_path):
         path.write_text(json.dumps(value))
     notebook = notebook_copy(tmp_path)
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
+    env = {**{k: v for k, v in os.environ.items() if k != experiments.RUNNER_ENV},  # an interactive run
+           "OMP_NUM_THREADS": "1",
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
            "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
@@ -118,7 +119,7 @@ def lab(tmp_path):
     log = (tmp_path / "jupyterlab.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--allow-root", "--no-browser", f"--port={port}",
-         "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={token}",
+         "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
          f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

@@ -30,18 +30,26 @@ from ..layers.linear import FpLinear
 from .recorder import Recorder
 
 
+#: Set by fpwb's runners in their kernels' environment (``fpwb.runs.experiments.RUNNER_ENV``;
+#: fpwb.viz does not import fpwb.runs).
+RUNNER_ENV = "FPWB_RUNNER"
+
+
 def headless() -> bool:
     """True when nobody can use a widget made here, so a notebook may close its panels.
 
-    Interactive: a kernel that a Jupyter server started for a notebook (JupyterLab, Notebook 7:
-    the server sets ``JPY_SESSION_NAME`` in the kernel's environment), or a cell run by a front end
-    that edits notebooks (JupyterLab sends the cell's id, ``cellId``, with the execute request).
-    Headless: everything else, i.e. no IPython kernel at all (a script, pytest) or a kernel that
-    papermill, nbval, nbclient or ``nbconvert --execute`` drive (the report, the sweeps, the
-    notebook tests): they start kernels themselves and send bare execute requests.
+    Headless: a kernel of fpwb's runners (``fpwb report``, ``fpwb sweep``: they set
+    ``FPWB_RUNNER``), no IPython kernel at all (a script, pytest), or a kernel that papermill,
+    nbval, nbclient or ``nbconvert --execute`` drive (the notebook tests): they start kernels
+    themselves and send bare execute requests. Interactive: a kernel that a Jupyter server started
+    for a notebook (JupyterLab, Notebook 7: the server sets ``JPY_SESSION_NAME`` in the kernel's
+    environment), or a cell run by a front end that edits notebooks (JupyterLab sends the cell's
+    id, ``cellId``, with the execute request).
     """
     from IPython import get_ipython
 
+    if os.environ.get(RUNNER_ENV):
+        return True
     shell = get_ipython()
     kernel = getattr(shell, "kernel", None)
     if kernel is None:
