@@ -232,3 +232,15 @@ def test_headless_in_a_kernel_depends_on_the_front_end(monkeypatch):
     monkeypatch.setenv(experiments.RUNNER_ENV, "report")
     assert module.RUNNER_ENV == experiments.RUNNER_ENV
     assert module.headless()  # fpwb report, even started from a JupyterLab kernel
+
+
+def test_pause_after_an_error_keeps_the_error_in_the_status(explorer):
+    ex = explorer
+    for slider in ex.prob_sliders:
+        slider.value = 0.0
+    ex.run_button.click()
+    deadline = time.monotonic() + 10
+    while ex.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ex.pause_button.click()
+    assert "stopped" in ex.status.value and "probability" in ex.status.value

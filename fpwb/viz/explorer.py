@@ -163,7 +163,7 @@ class Explorer:
         self._threshold_ax.set_title("threshold of each neuron")
         self._threshold_ax.set_xlabel("samples seen")
         self._threshold_ax.set_ylabel("threshold")
-        self.weight_image, self.threshold_lines, self._colorbar = None, [], None
+        self.weight_image, self.threshold_lines = None, []
         self._colorbar_ax.set_visible(False)  # shown for one-channel weights
         self._lock = threading.RLock()  # the layer and the figure: run thread vs widget callbacks
         self._running = threading.Event()
@@ -207,7 +207,8 @@ class Explorer:
         if self.running:
             return
         self._running.set()
-        self._show_status()
+        with self._lock:
+            self._show_status()
         self._thread = threading.Thread(target=self._loop, name="fpwb-explorer", daemon=True)
         self._thread.start()
 
@@ -223,7 +224,7 @@ class Explorer:
 
     def pause(self):
         """Stop the run after the current step (waits for it); the status then says paused."""
-        was_running = self._thread is not None
+        was_running = self.running  # not after a run stopped by an error: its message stays
         self._running.clear()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
@@ -301,7 +302,7 @@ class Explorer:
                                                        vmax=lim, interpolation="nearest")
             self._colorbar_ax.set_visible(True)
             self._colorbar_ax.clear()  # the previous colour bar's artists; the axes keep their place
-            self._colorbar = self.figure.colorbar(self.weight_image, cax=self._colorbar_ax, label="weight")
+            self.figure.colorbar(self.weight_image, cax=self._colorbar_ax, label="weight")
         n = self.layer.out_features
         self.threshold_lines = self._threshold_ax.plot([[0.0] * n], [[1.0] * n], linewidth=1,
                                                        marker="o", markersize=3, markevery=[-1])
