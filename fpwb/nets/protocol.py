@@ -276,10 +276,11 @@ def _initial(stack):
 
 
 def run(spec: NetSpec, data, *, frontprop: dict, kernels=KERNELS, seeds=(0, 1, 2), depths=None,
-        epochs: int = 1, batch_size: int = 256, backprop_epochs: int = 3,
+        epochs: int = 1, batch_size: int = 256, backprop_epochs: int = 3, patches: int = 20000,
         progress: bool = True, keep: bool = False) -> dict:
     """Every method on one protocol. data: (X_train, y_train, X_test, y_test); frontprop: label ->
-    FpConv2d keywords (``frontprop_variants``); kernels: the other methods (``KERNELS``).
+    FpConv2d keywords (``frontprop_variants``); kernels: the other methods (``KERNELS``);
+    patches: input patches per stage for k-means.
 
     Returns {"rows": one per (method, seed, depth, stage): probe accuracy, learned share and
     redundancy of the stage's Fp layer, training seconds, the layer's mode; "nets": (method, seed)
@@ -340,7 +341,7 @@ def run(spec: NetSpec, data, *, frontprop: dict, kernels=KERNELS, seeds=(0, 1, 2
                     layer.freeze()
                 stack.fit(X_train, epochs=1, batch_size=batch_size, schedule="greedy", seed=seed)
             else:
-                fit_kernels(stack, X_train, method, seed=seed, batch_size=batch_size)
+                fit_kernels(stack, X_train, method, seed=seed, patches=patches, batch_size=batch_size)
             seconds = time.perf_counter() - start
             train_f = stage_features(stack, ends, X_train, spec.probe_grid)
             test_f = stage_features(stack, ends, X_test, spec.probe_grid)
@@ -419,14 +420,10 @@ def load_data(dataset: str = "fashion_mnist", n_train: int | None = None, n_test
               smoke: bool = False, seed: int = 0, root="data"):
     """(X_train, y_train, X_test, y_test, name): the data set's splits, each subsampled to n images
     chosen at random with ``seed`` (the same images for every method; None keeps the split).
-    ``smoke`` uses digits when the data set's files are missing."""
-    from ..data import DatasetNotFoundError, load
+    ``smoke`` uses digits (8x8, shipped with scikit-learn) whatever ``dataset`` says."""
+    from ..data import load
 
-    if smoke:
-        try:
-            load(dataset, "test", root=root, download=False)
-        except DatasetNotFoundError:
-            dataset = "digits"
+    dataset = "digits" if smoke else dataset
     X_train, y_train = load(dataset, "train", root=root, download=False)
     X_test, y_test = load(dataset, "test", root=root, download=False)
     generator = torch.Generator().manual_seed(seed)

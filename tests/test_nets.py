@@ -1,0 +1,160 @@
+"""fpwb.nets: each piece between Fp layers on small data, the twins of the protocol, a tiny run."""
+import pytest
+import torch
+from torch import nn
+
+from fpwb import FpConv2d
+from fpwb.data import load
+from fpwb.evaluation.probes import embed
+from fpwb.nets import ChannelStandardize, PatchWhiten, Readout, RePU, Triangle, pool
+from fpwb.nets import protocol
+
+
+def images(n=120):
+    return load("digits", "train")[0][:n]  # (n, 1, 8, 8)
+
+
+def test_standardize_collects_exact_moments_in_training_mode_only():
+    x = torch.randn(40, 3, 5, 5) * torch.tensor([1.0, 3.0, 0.5]).view(1, 3, 1, 1) + 2.0
+    whole, halves = ChannelStandardize(3), ChannelStandardize(3)
+    out = whole(x)
+    halves(x[:15]), halves(x[15:])
+    assert torch.allclose(whole.stats.mean, halves.stats.mean) and torch.allclose(whole.stats.moment, halves.stats.moment)
+    assert torch.allclose(out.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(out.var((0, 2, 3), unbiased=False), torch.ones(3), atol=1e-3)
+    whole.eval()
+    whole(x + 5)
+    assert int(whole.stats.count) == 40 * 25, "eval mode leaves the statistics alone"
+    copy = ChannelStandardize(3)
+    copy.load_state_dict(whole.state_dict())
+    assert torch.equal(copy.eval()(x), whole(x))
+    with pytest.raises(ValueError, match="no statistics"):
+        ChannelStandardize(3).eval()(x)
+    with pytest.raises(ValueError, match=r"\(batch, 3"):
+        whole(torch.zeros(2, 4, 3, 3))
+
+
+def test_patch_whiten_decorrelates_patches_and_round_trips():
+    x = images(200)
+    white = PatchWhiten(1, 3, padding=1, center=False, eps=1e-6)
+    out = white(x)  # (n, 9, 8, 8)
+    assert out.shape == (200, 9, 8, 8)
+    rows = out.permute(0, 2, 3, 1).reshape(-1, 9).double()
+    assert torch.allclose(torch.cov(rows.T, correction=0), torch.eye(9, dtype=torch.float64), atol=1e-3)
+    centred = PatchWhiten(1, 3, padding=1, zca=False)(x)
+    assert torch.allclose(centred.sum(1), torch.zeros(200, 8, 8), atol=1e-5), "each patch minus its mean"
+    copy = PatchWhiten(1, 3, padding=1, center=False, eps=1e-6)
+    copy.load_state_dict(white.state_dict())
+    assert torch.allclose(copy.eval()(x[:5]), white.eval()(x[:5]))
+    # the next layer, a 1x1 FpConv2d, sees each whitened patch as its input vector
+    layer = FpConv2d(9, 4, 1, seed=0)
+    assert layer(out[:2]).shape == (2, 4, 8, 8)
+
+
+def test_activations_by_hand():
+    x = torch.tensor([[[[1.0]], [[2.0]], [[6.0]]]])  # (1, 3, 1, 1), channel mean 3
+    assert torch.equal(Triangle()(x).flatten(), torch.tensor([0.0, 0.0, 3.0]))
+    assert torch.equal(Triangle(2.0)(x).flatten(), torch.tensor([0.0, 0.0, 9.0]))
+    assert torch.equal(RePU(2.0)(x - 2).flatten(), torch.tensor([0.0, 0.0, 16.0]))
+    with pytest.raises(ValueError, match="power"):
+        RePU(0)
+
+
+def test_pools():
+    x = torch.arange(64.0).view(1, 1, 8, 8)
+    assert pool("max")(x).shape == (1, 1, 4, 4) and float(pool("max")(x).max()) == 63
+    assert pool("quadrant")(x).shape == (1, 1, 2, 2)
+    assert float(pool("quadrant")(x)[0, 0, 0, 0]) == x[..., :4, :4].mean()
+    assert isinstance(pool("avg", 2, 2, 0), nn.AvgPool2d)
+    with pytest.raises(ValueError, match="pool kind"):
+        pool("sum")
+
+
+@pytest.mark.parametrize("readout", ["linear", "relu", "topk"])
+def test_readout_matches_the_probe_readout_and_learns_like_the_layer(readout):
+    x = images(60)
+    layer = FpConv2d(1, 4, 3, padding=1, t_decay=0.02, seed=0)
+    wrapped = Readout(FpConv2d(1, 4, 3, padding=1, t_decay=0.02, seed=0), readout)
+    out = wrapped(x)  # learns on x, then reads the cosines
+    layer(x)
+    assert torch.equal(wrapped.layer.weight, layer.weight)
+    assert torch.allclose(out.flatten(1), embed(layer, x, readout=readout))
+    fired = Readout(FpConv2d(1, 4, 3, padding=1, seed=0), "fired")
+    assert torch.equal(fired.eval()(x), FpConv2d(1, 4, 3, padding=1, seed=0).eval()(x))
+    with pytest.raises(ValueError, match="readout"):
+        Readout(layer, "softmax")
+
+
+SPEC = protocol.smoke_spec(mode="batch", t_decay=0.02, w_boost=0.05)
+
+
+def test_the_untrained_twin_has_exactly_the_architecture_of_the_trained_net():
+    X = images()
+    trained, _ = protocol.build(SPEC, 3, seed=4)
+    untrained, _ = protocol.build(SPEC, 3, seed=4)
+    start = [w.clone() for w in protocol._initial(trained)]
+    trained.fit(X, schedule="greedy")
+    for layer in untrained.fp_layers():
+        layer.freeze()
+    untrained.fit(X, schedule="greedy")
+    assert protocol.architecture(trained) == protocol.architecture(untrained)
+    assert all(torch.equal(a, b.weight) for a, b in zip(start, untrained.fp_layers())), "its start"
+    assert not any(torch.equal(a, b.weight) for a, b in zip(start, trained.fp_layers()))
+    assert set(trained.state_dict()) >= set(untrained.state_dict())
+    for k, v in untrained.state_dict().items():
+        assert v.shape == trained.state_dict()[k].shape, k
+
+
+def test_greedy_prefix_is_the_shallower_net():
+    """Why one deep net gives every depth: its first k stages are the k-stage net, bit for bit."""
+    X = images()
+    deep, _ = protocol.build(SPEC, 3, seed=1)
+    shallow, _ = protocol.build(SPEC, 2, seed=1)
+    deep.fit(X, epochs=2, schedule="greedy", seed=3)
+    shallow.fit(X, epochs=2, schedule="greedy", seed=3)
+    for k, v in shallow.state_dict().items():
+        assert torch.equal(v, deep.state_dict()[k]), k
+
+
+def test_imprinted_kernels_are_input_patches_and_kmeans_kernels_are_unit():
+    X = images()
+    stack, _ = protocol.build(SPEC, 2, seed=0)
+    protocol.fit_kernels(stack, X, "imprint", sample=50)
+    first = stack.fp_layers()[0]
+    unit, valid = first.unit_patches(stack[0].eval()(X))
+    patches = unit[valid]  # (P, K)
+    for w in first.weight.view(first.out_channels, -1):
+        assert float((patches @ w).max()) > 1 - 1e-5, "each kernel is one of the input patches"
+    assert all(f.frozen for f in stack.fp_layers())
+    means, _ = protocol.build(SPEC, 2, seed=0)
+    protocol.fit_kernels(means, X, "kmeans", sample=50, patches=500)
+    for f in means.fp_layers():
+        assert torch.allclose(f.weight.flatten(1).norm(dim=1), torch.ones(f.out_channels), atol=1e-5)
+
+
+def test_backprop_twin_computes_the_readout_cosines():
+    X = images(20)
+    stack, ends = protocol.build(SPEC, 2, seed=0)
+    stack.collect_statistics(X, stop=stack.fp_indices[0])
+    stack.collect_statistics(X, stop=stack.fp_indices[1])
+    twin = protocol.backprop_twin(stack, SPEC.readout).eval()
+    assert [type(m).__name__ for m in twin][1] == "CosineConv2d"
+    ours = protocol.stage_features(stack, ends, X[:5], 2)
+    theirs = protocol.stage_features(twin, ends, X[:5], 2)
+    assert torch.allclose(ours[0], theirs[0], atol=1e-5)
+    assert any(p.requires_grad for p in twin.parameters())
+
+
+def test_a_tiny_run_has_every_method_and_depth():
+    X, y, Xt, yt, _ = protocol.load_data("digits", n_train=150, n_test=60)
+    result = protocol.run(protocol.smoke_spec(mode="batch", t_decay=0.02, w_boost=0.05), (X, y, Xt, yt),
+                          frontprop=protocol.frontprop_variants(["frontprop"]), seeds=(0,),
+                          depths=(1, 2), backprop_epochs=1, progress=False)
+    rows = result["rows"]
+    assert {r["method"] for r in rows} == {"frontprop", *protocol.KERNELS}
+    assert {(r["depth"], r["stage"]) for r in rows} == {(1, 1), (2, 1), (2, 2)}
+    assert all(0 <= r["probe"] <= 1 for r in rows)
+    assert [r for r in rows if r["method"] == "frontprop"][0]["learned_share"] > 0
+    assert "| frontprop | batch |" in protocol.table(rows)
+    with pytest.raises(ValueError, match="kernel sources"):
+        protocol.run(SPEC, (X, y, Xt, yt), frontprop={}, kernels=("pca",))
