@@ -27,18 +27,6 @@ from .dropin import FpDropIn
 ARMS = ("frontprop", "backprop", "frozen")
 
 
-def random_windows(ids: torch.Tensor, context: int, batch_size: int, n_batches: int, *, seed: int = 0):
-    """``n_batches`` batches of ``batch_size`` random windows of ``context + 1`` consecutive tokens
-    from ids (T,), seeded: an iterator of (batch_size, context + 1) long tensors."""
-    if len(ids) < context + 2:
-        raise ValueError(f"need more than {context + 1} tokens for windows of {context + 1}, got {len(ids)}")
-    generator = torch.Generator().manual_seed(seed)
-    offsets = torch.arange(context + 1)
-    for _ in range(n_batches):
-        starts = torch.randint(0, len(ids) - context - 1, (batch_size, 1), generator=generator)
-        yield ids[starts + offsets]
-
-
 def _loss(model, batch):
     logits = model(batch[:, :-1])  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))

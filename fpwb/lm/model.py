@@ -189,8 +189,6 @@ def tiny_language_model(model: TinyGPT) -> LanguageModel:
 def pretrain(config: TinyConfig, *, device="cpu", progress: bool = True) -> tuple[TinyGPT, list]:
     """Train a TinyGPT on the config's corpus with AdamW (warm-up, cosine decay, gradient clipping
     at 1). Returns the model (eval mode) and the training loss of every step."""
-    from .finetune import random_windows
-
     torch.manual_seed(config.seed)
     model = TinyGPT(config).to(device)
     ids = corpus.corpus_ids(config.corpus, "train")
@@ -199,7 +197,7 @@ def pretrain(config: TinyConfig, *, device="cpu", progress: bool = True) -> tupl
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / config.steps))))
     losses = []
-    batches = random_windows(ids, config.context, config.batch_size, config.steps, seed=config.seed)
+    batches = corpus.random_windows(ids, config.context, config.batch_size, config.steps, seed=config.seed)
     model.train()
     for batch in tqdm(batches, total=config.steps, desc="pretrain", disable=not progress):
         batch = batch.to(device)
