@@ -126,7 +126,8 @@ def test_bad_construction_is_rejected(kwargs, message):
 
 @pytest.mark.parametrize("make, message", [
     (lambda: torch.rand(2, 3, 8, 8), r"\(batch, 2, H, W\)"),
-    (lambda: torch.rand(2, 8, 8), r"\(batch, 2, H, W\)"),
+    (lambda: torch.rand(3, 8, 8), r"\(2, H, W\)"),
+    (lambda: torch.rand(8, 8), r"\(batch, 2, H, W\)"),
     (lambda: torch.rand(2, 2, 9, 8), "thresholds exist"),
     (lambda: torch.rand(2, 2, 2, 2), "smaller than the kernel"),
     (lambda: torch.full((1, 2, 8, 8), math.nan), "NaN or Inf"),

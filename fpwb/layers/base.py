@@ -1,6 +1,7 @@
 """What FpLinear and FpConv2d share: hyper-parameters, state buffers, input checks, learning switch."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -20,14 +21,9 @@ REPULSION_COSINE = 0.9
 
 
 def check_hyperparameter(name: str, value) -> float:
-    """A positive, finite float, or a ValueError that names the parameter."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value
+    """A positive, finite real number (not a bool, not a string) as a float, or a ValueError that
+    names the parameter. Every hyper-parameter of the layers goes through ``rules.check_number``."""
+    return rules.base.check_number(name, value, low=0.0, low_open=True)
 
 
 def make_generator(seed) -> torch.Generator | None:
@@ -36,13 +32,34 @@ def make_generator(seed) -> torch.Generator | None:
         return seed
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int or a torch.Generator, got {seed!r}")
+    if not -2 ** 63 <= seed < 2 ** 64:
+        raise ValueError(f"seed must lie in [-2**63, 2**64) (torch's generator range), got {seed!r}")
     return torch.Generator().manual_seed(seed)
 
 
+#: Rows whose largest magnitude lies outside [2**-SAFE_EXPONENT, 2**SAFE_EXPONENT] are first scaled
+#: by a power of two (exact), so that squaring them neither overflows nor underflows.
+SAFE_EXPONENT = 60
+
+
+def power_of_two_scale(peak: torch.Tensor) -> torch.Tensor:
+    """2**-e with 2**e <= peak < 2**(e + 1), where peak > 0, else 1: multiplying by it is exact and
+    brings the largest magnitude into [1, 2)."""
+    exponent = torch.frexp(torch.where(peak > 0, peak, torch.ones_like(peak))).exponent - 1
+    return torch.ldexp(torch.ones_like(peak), -exponent.to(peak.dtype))
+
+
 def unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows scaled to unit length, and which rows were non-zero.  x: (..., K)"""
+    """Rows scaled to unit length, and which rows were non-zero.  x: (..., K)
+
+    The direction of any non-zero finite row is defined, however large or small its values: rows
+    with extreme magnitudes are first scaled exactly by a power of two (others are left as they
+    are, so their results do not change by a bit)."""
+    peak = x.abs().amax(dim=-1, keepdim=True) if x.shape[-1] else x.new_zeros(*x.shape[:-1], 1)
+    valid = peak.squeeze(-1) > 0
+    if len(peak) and bool(((peak > 2.0 ** SAFE_EXPONENT) | ((peak < 2.0 ** -SAFE_EXPONENT) & (peak > 0))).any()):
+        x = x * power_of_two_scale(peak)
     norm = x.norm(dim=-1, keepdim=True)
-    valid = norm.squeeze(-1) > 0
     return x / norm.clamp_min(torch.finfo(x.dtype).tiny), valid
 
 
@@ -91,7 +108,9 @@ class FpLayer(nn.Module):
         self.w_boost = w_boost
         self.t_decay = t_decay
         self.mode = mode
-        self.normalize_output = bool(normalize_output)
+        if not isinstance(normalize_output, bool):
+            raise ValueError(f"normalize_output must be True or False, got {normalize_output!r}")
+        self.normalize_output = normalize_output
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         self.chunk_size = chunk_size
@@ -202,12 +221,7 @@ class FpLayer(nn.Module):
 
     @repulsion.setter
     def repulsion(self, value):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-            raise ValueError(f"repulsion must be a finite number >= 0, got {value!r}")
+        number = rules.base.check_number("repulsion", value, low=0.0)
         if hasattr(self, "_rule"):
             self._rule.check_switches(k_winners=self.k_winners, repulsion=number)
         self._repulsion = number
@@ -218,13 +232,8 @@ class FpLayer(nn.Module):
 
     @repulsion_cosine.setter
     def repulsion_cosine(self, value):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if isinstance(value, bool) or not -1 <= number < 1:
-            raise ValueError(f"repulsion_cosine must lie in [-1, 1), got {value!r}")
-        self._repulsion_cosine = number
+        self._repulsion_cosine = rules.base.check_number("repulsion_cosine", value, low=-1.0, high=1.0,
+                                                         high_open=True)
 
     def learning_setup(self) -> engine.Learning:
         """The rule, its switches and the solver, as the engine takes them."""
@@ -273,12 +282,106 @@ class FpLayer(nn.Module):
         if self.weight.dtype not in DTYPES:
             raise ValueError(f"{name} computes in float32 or float64; its state is {self.weight.dtype} "
                              f"(after .half() or .to()?): call .float() or .double()")
-        x = x.to(self.weight.dtype)
+        if self.weight.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device, which holds no values to learn from: "
+                             f"move it to a real device (.to('cpu') and fresh weights) first")
         # A finite sum proves every value finite (NaN and Inf propagate); only an overflowing sum
         # of finite values needs the element-wise check.
         if not (bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())):
             raise ValueError(f"{name} input contains NaN or Inf values")
-        return x
+        cast = x.to(self.weight.dtype)
+        if cast.dtype != x.dtype and not (bool(torch.isfinite(cast.sum())) or bool(torch.isfinite(cast).all())):
+            raise ValueError(f"{name} computes in {self.weight.dtype}: input values of up to "
+                             f"{float(x.abs().max()):.3g} overflow it (largest finite "
+                             f"{torch.finfo(self.weight.dtype).max:.3g}); scale the input or use a float64 layer")
+        return cast
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self):
+        """A learning forward changes the layer completely or not at all: on any exception
+        (Ctrl-C's KeyboardInterrupt included) every buffer is put back as it was before the call,
+        and a buffer the call created (FpConv2d's first thresholds) is removed again."""
+        if not self.learning:
+            yield
+            return
+        with torch.inference_mode(False):  # state made inside inference mode must stay normal tensors
+            saved = {name: None if b is None else b.clone() for name, b in self._buffers.items()}
+        try:
+            yield
+        except BaseException:
+            for name, copy in saved.items():
+                if copy is None or self._buffers.get(name) is None:
+                    self._buffers[name] = copy
+                else:
+                    self._buffers[name].copy_(copy)
+            raise
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """Check everything first, then copy: a load that fails (missing or extra keys under
+        ``strict``, wrong shapes, values no layer can hold) leaves the layer untouched. A state
+        without thresholds (an FpConv2d that never ran) removes the layer's thresholds."""
+        given = {key[len(prefix):]: value for key, value in state_dict.items()
+                 if key.startswith(prefix) and "." not in key[len(prefix):]}
+        lazy = self._lazy_buffers()
+        missing = [name for name in self._buffers if name not in given and name not in lazy]
+        unexpected = [name for name in given if name not in self._buffers]
+        if strict and (missing or unexpected):
+            missing_keys.extend(prefix + name for name in missing)
+            unexpected_keys.extend(prefix + name for name in unexpected)
+            return
+        shapes = {name: tuple(b.shape) for name, b in self._buffers.items() if b is not None}
+        shapes.update(self._expected_shapes(given))
+        wrong = [f"{prefix}{name}: expected shape {shapes[name]}, got {tuple(given[name].shape)}"
+                 for name in given if name in shapes and tuple(given[name].shape) != shapes[name]]
+        if wrong:
+            error_msgs.extend(f"size mismatch for {w}" for w in wrong)
+            return
+        self._check_loaded({name: value for name, value in given.items() if name in self._buffers})
+        for name in self._buffers:
+            if name in given:
+                value = given[name].detach()
+                if self._buffers[name] is None:
+                    self._buffers[name] = value.to(dtype=self.weight.dtype, device=self.weight.device).clone()
+                else:
+                    self._buffers[name].copy_(value)
+            elif name in lazy:
+                self._buffers[name] = None
+
+    def _lazy_buffers(self) -> tuple[str, ...]:
+        """Buffers a fresh layer may lack (FpConv2d's thresholds before its first forward)."""
+        return ()
+
+    def _expected_shapes(self, given: dict) -> dict:
+        """Shapes of lazy buffers a state may bring (name -> shape)."""
+        return {}
+
+    def _check_loaded(self, values: dict):
+        """Refuse (ValueError) a state no layer of this rule can hold: NaN or Inf, weight rows far
+        from unit length, negative thresholds (rules with plain thresholds), negative counters."""
+        name = type(self).__name__
+        weight = values.get("weight")
+        if weight is not None:
+            weight = weight.reshape(len(weight), -1).double()
+            if not bool(torch.isfinite(weight).all()):
+                raise ValueError(f"{name}: the loaded weight holds NaN or Inf")
+            norms = weight.norm(dim=1)
+            tolerance = 1e-3 if self.rule.renormalise else 0.5
+            if bool(((norms - 1).abs() > tolerance).any()):
+                raise ValueError(f"{name}: loaded weight rows must have unit length (within {tolerance:g} "
+                                 f"under rule {self.rule!r}); norms range {float(norms.min()):.4g}.."
+                                 f"{float(norms.max()):.4g}")
+        threshold = values.get("threshold")
+        if threshold is not None:
+            if not bool(torch.isfinite(threshold).all()):
+                raise ValueError(f"{name}: the loaded thresholds hold NaN or Inf")
+            if self.rule.plain_thresholds and bool((threshold < 0).any()):
+                raise ValueError(f"{name}: loaded thresholds must be >= 0 under rule {self.rule!r} "
+                                 f"(its thresholds never go below 0), got {float(threshold.min()):.4g}")
+        for counter in ("fire_count", "learn_count", "samples_seen"):
+            value = values.get(counter)
+            if value is not None and (value.is_floating_point() or bool((value < 0).any())):
+                raise ValueError(f"{name}: the loaded {counter} must hold counts (integers >= 0)")
 
     def _run(self, x, valid, weight, threshold) -> torch.Tensor:
         """Apply the rule to x (E, S, K) unit rows, valid (E, S); weight (N, K) and threshold (N, S)
@@ -325,6 +428,10 @@ class FpLayer(nn.Module):
             chunk = slice(start, start + steps)
             solve(x[chunk], valid[chunk], weight, threshold, self.learn_count, out[chunk],
                   learning=learning, step=first_step + start)
+            if not self.rule.renormalise and not bool(torch.isfinite(weight).all()):
+                raise ValueError(f"rule {self.rule!r} diverged (weights left the finite numbers) in mode "
+                                 f"{self.mode!r} with w_boost={self.w_boost:g}: lower w_boost (or, in batch "
+                                 f"mode, chunk_size: a chunk sums its updates); the layer is as before the call")
             self._count_fired(out[chunk])
             quiet = False
             start += steps
@@ -337,7 +444,7 @@ class FpLayer(nn.Module):
         if flat.device.type == "cpu":
             kernels.count_fired(flat.numpy(), self.fire_count.numpy())
         else:
-            self.fire_count += (flat > 0).sum(0)
+            self.fire_count += (flat != 0).sum(0)
 
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         """Scale each sample's output (B, ...) to unit length when normalize_output is on."""

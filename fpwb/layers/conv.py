@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .base import REPULSION_COSINE, FpLayer
+from .base import REPULSION_COSINE, SAFE_EXPONENT, FpLayer, power_of_two_scale
 
 
 class FpConv2d(FpLayer):
@@ -44,8 +44,9 @@ class FpConv2d(FpLayer):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         kernel_size, stride, padding, dilation = (_pair(v) for v in (kernel_size, stride, padding, dilation))
         for name, value, low in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)):
-            if any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in value):
-                raise ValueError(f"{name} must be int(s) >= {low}, got {value!r}")
+            if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in value):
+                raise ValueError(f"{name} must be an int >= {low} or a pair of them (height, width), "
+                                 f"got {value!r}")
         if dilation != (1, 1):
             raise ValueError(f"FpConv2d supports dilation=1 only, got {dilation}")
         if groups != 1:
@@ -68,9 +69,11 @@ class FpConv2d(FpLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._check_tensor(x)
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"FpConv2d expects input of shape (batch, {self.in_channels}, H, W), "
-                             f"got {tuple(x.shape)}")
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"FpConv2d expects input of shape (batch, {self.in_channels}, H, W) or "
+                             f"({self.in_channels}, H, W), got {tuple(x.shape)}")
+        single = x.dim() == 3  # one unbatched image, as nn.Conv2d takes it
+        x = x.unsqueeze(0) if single else x
         B, _, H, W = x.shape
         Ho, Wo = self.output_size(H, W)
         if Ho < 1 or Wo < 1:
@@ -80,29 +83,37 @@ class FpConv2d(FpLayer):
             raise ValueError(f"FpConv2d thresholds exist for a {tuple(self.threshold.shape[1:])} "
                              f"output; input {H}x{W} gives {Ho}x{Wo}. Use inputs of the first size, "
                              f"or call reset_thresholds() to start over")
-        with torch.no_grad():
-            if self.threshold is None:
-                self.threshold = x.new_ones(self.out_channels, Ho, Wo)
+        with torch.no_grad(), self._all_or_nothing():
             unit, valid = self.unit_patches(x)  # (B, L, K), (B, L)
             nonzero = valid.any(1)  # all-zero samples are skipped entirely
-            if bool(nonzero.all()):
-                out = self._run(unit, valid, self.weight.view(self.out_channels, -1),
-                                self.threshold.view(self.out_channels, -1))  # (B, L, N)
+            samples = nonzero.nonzero().squeeze(1)
+            threshold = self.threshold
+            if threshold is None:  # thresholds start at 1.0; a learning forward keeps them
+                with torch.inference_mode(False):
+                    threshold = x.new_ones(self.out_channels, Ho, Wo)
+                if self.learning and len(samples):
+                    self.threshold = threshold
+            weight = self.weight.view(self.out_channels, -1)
+            if len(samples) == B:
+                out = self._run(unit, valid, weight, threshold.view(self.out_channels, -1))  # (B, L, N)
             else:
-                samples = nonzero.nonzero().squeeze(1)
                 out = x.new_zeros(B, Ho * Wo, self.out_channels)  # (B, L, N)
-                out[samples] = self._run(unit[samples], valid[samples],
-                                         self.weight.view(self.out_channels, -1),
-                                         self.threshold.view(self.out_channels, -1))
+                out[samples] = self._run(unit[samples], valid[samples], weight,
+                                         threshold.view(self.out_channels, -1))
             out = out.transpose(1, 2).reshape(B, self.out_channels, Ho, Wo)
-            return self._finish(out)
+            out = self._finish(out)
+        return out[0] if single else out
 
     def unit_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every C x kH x kW input patch as a unit row, locations in raster order: (B, L, K) (the
         rows of ``F.unfold``, scaled), and which patches are non-zero, (B, L). The norms come
         from one small convolution of x**2; the scaled patches are written in one pass, straight
-        from a strided view of the padded input."""
+        from a strided view of the padded input. A sample of extreme magnitudes is first scaled
+        exactly by a power of two, so that its patches' squares neither overflow nor underflow."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        peak = x.abs().flatten(1).amax(1) if x.numel() else x.new_zeros(len(x))  # (B,)
+        if bool(((peak > 2.0 ** SAFE_EXPONENT) | ((peak < 2.0 ** -SAFE_EXPONENT) & (peak > 0))).any()):
+            x = x * power_of_two_scale(peak).view(-1, 1, 1, 1)  # exact; squares stay in range
         ones = x.new_ones(1, self.in_channels, kh, kw)
         norm = F.conv2d(x * x, ones, stride=self.stride, padding=self.padding).sqrt_()  # (B, 1, Ho, Wo)
         padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
@@ -117,12 +128,14 @@ class FpConv2d(FpLayer):
         """Forget the thresholds (and so the input size); the next forward starts them at 1.0."""
         self.threshold = None
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Thresholds are created lazily: make room for saved ones before the standard copy.
-        saved = state_dict.get(prefix + "threshold")
-        if saved is not None and self.threshold is None:
-            self.threshold = torch.empty_like(saved, dtype=self.weight.dtype, device=self.weight.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _lazy_buffers(self):
+        return ("threshold",)
+
+    def _expected_shapes(self, given):
+        saved = given.get("threshold")
+        if self.threshold is None and saved is not None:  # any output size, one map per kernel
+            return {"threshold": (self.out_channels, *tuple(saved.shape)[1:])}
+        return {}
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

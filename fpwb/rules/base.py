@@ -59,18 +59,19 @@ def compiled(function, signature):
     return _COMPILED[key]
 
 
-def check_number(name: str, value, *, low=None, high=None, low_open=False) -> float:
-    """A finite float within the bounds, or a ValueError naming the hyper-parameter."""
+def check_number(name: str, value, *, low=None, high=None, low_open=False, high_open=False) -> float:
+    """A finite real number within the bounds (not a bool, not a string), as a float, or a
+    ValueError naming the hyper-parameter."""
     try:
-        number = float(value)
+        number = math.nan if isinstance(value, (bool, str, bytes)) else float(value)
     except (TypeError, ValueError):
         number = math.nan
-    bad = isinstance(value, bool) or not math.isfinite(number)
+    bad = not math.isfinite(number)
     bad = bad or (low is not None and (number <= low if low_open else number < low))
-    bad = bad or (high is not None and number > high)
+    bad = bad or (high is not None and (number >= high if high_open else number > high))
     if bad:
         bounds = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
-        bounds += "" if high is None else f" and <= {high:g}"
+        bounds += "" if high is None else f"{' and' if bounds else ''} {'<' if high_open else '<='} {high:g}"
         raise ValueError(f"{name} must be a finite number{bounds}, got {value!r}")
     return number
 
