@@ -1,13 +1,15 @@
 """fpwb.lm: the Frontprop drop-in for a trained Linear, the tiny pretrained LM and its cache,
 continued training by Frontprop / backprop / nothing. A seconds-long model throughout."""
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from fpwb import FpLinear
 from fpwb.lm import (ARMS, CORPORA, CheckpointCorruptError, FpDropIn, TinyConfig, adapt,
-                     calibration_inputs, convert, corpus_ids, corpus_text, generate, load_or_pretrain,
-                     perplexity, random_windows, trainable_only)
+                     calibration_inputs, convert, corpus_ids, corpus_text, generate, load_hf,
+                     load_or_pretrain, perplexity, random_windows, trainable_only)
 from fpwb.lm import model as lm_model
 
 #: A model that pretrains in a few seconds on 2 cores.
@@ -118,6 +120,12 @@ def test_generate_is_seeded(pretrained):
     a = generate(lm, "def ", 20, seed=0)
     assert a == generate(lm, "def ", 20, seed=0) and isinstance(a, str)
     assert a != generate(lm, "def ", 20, seed=1)
+
+
+def test_hugging_face_path_says_what_it_needs(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
+    with pytest.raises(ValueError, match="pip install transformers"):
+        load_hf("distilgpt2")
 
 
 def test_calibration_inputs_are_the_layers_inputs(pretrained):
