@@ -38,7 +38,8 @@ from ..baselines import kmeans_layer
 from ..evaluation import diagnostics
 from ..evaluation.probes import linear_probe
 from ..layers import FpConv2d
-from ..layers.base import RULES, unit_rows
+from .. import rules as learning_rules
+from ..layers.base import unit_rows
 from ..layers.stack import FpStack, fp_layer_of
 from .pieces import ChannelStandardize, PatchWhiten, Readout, RePU, Triangle, pool
 
@@ -142,7 +143,7 @@ def frontprop_variants(rules=None, switches=None) -> dict:
     """Frontprop methods: every rule (name or rule object, passed to ``FpConv2d(rule=...)``; default
     every rule the layers accept) with every switch setting (name -> FpConv2d keywords; default
     the plain rule). Returns label -> FpConv2d keywords."""
-    rules = list(RULES if rules is None else rules)
+    rules = list(learning_rules.names() if rules is None else rules)
     switches = {"": {}} if switches is None else switches
     return {" ".join(filter(None, [rule_label(r), s])): {"rule": r, **kw}
             for r in rules for s, kw in switches.items()}
