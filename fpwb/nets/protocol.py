@@ -146,7 +146,18 @@ def frontprop_variants(rules=None, switches=None) -> dict:
     rules = list(learning_rules.names() if rules is None else rules)
     switches = {"": {}} if switches is None else switches
     return {" ".join(filter(None, [rule_label(r), s])): {"rule": r, **kw}
-            for r in rules for s, kw in switches.items()}
+            for r in rules for s, kw in switches.items() if _accepts(r, kw)}
+
+
+def _accepts(rule, keywords) -> bool:
+    """Whether the rule runs under these switches (rules that pick their own learners take no
+    k_winners or repulsion)."""
+    try:
+        learning_rules.get(rule).check_switches(k_winners=keywords.get("k_winners"),
+                                                repulsion=keywords.get("repulsion", 0.0))
+    except ValueError:
+        return False
+    return True
 
 
 @torch.no_grad()
