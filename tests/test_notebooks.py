@@ -34,7 +34,7 @@ REQUIRED = {"seed", "device", "smoke", "out_dir"}
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 #: The kernels' environment, the same for papermill and nbval: one OpenMP thread. The smoke runs
 #: are tiny, so a second torch thread only costs (several times over on a busy machine).
-KERNEL_ENV = {"OMP_NUM_THREADS": "1"}
+KERNEL_ENV = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 #: nbval runs the executed notebooks in this many pytest processes at once (one kernel each).
 NBVAL_JOBS = 2
 #: An IPython start-up file for the smoke runs' kernels: it wraps
