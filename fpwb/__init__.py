@@ -7,6 +7,10 @@ Subpackages, one idea each (each docstring says what it holds and may import):
 - ``fpwb.data``: data sets, streams, the simple patterns.
 - ``fpwb.evaluation``: probes, the probe table, diagnostics, CKA, pattern convergence.
 - ``fpwb.baselines``: random, k-means and PCA layers; Forward-Forward.
+- ``fpwb.nets``: the pieces between conv stages and the deep conv protocol.
+- ``fpwb.distributed``: neuron-sharded layers over torch.distributed, decentralised learners.
+- ``fpwb.lm``: a pretrained tiny LM (cached under data/), Frontprop drop-ins for its Linear
+  layers, continued training by Frontprop / backprop.
 - ``fpwb.studies``: continual learning, labels in the input, efficiency.
 - ``fpwb.viz``: plots, the recorder, the interactive explorer.
 - ``fpwb.runs``: notebooks into reports and sweeps.

@@ -41,8 +41,10 @@ def topk_count(n_features: int, k=None) -> int:
     return k
 
 
-def _cosines(model: FpLayer, x: torch.Tensor) -> torch.Tensor:
-    """y = W x with x (or each patch) scaled to unit length: (B, N) or (B, N, H_out, W_out)."""
+def cosines(model: FpLayer, x: torch.Tensor) -> torch.Tensor:
+    """y = W x with x (or each patch) scaled to unit length, without thresholds and without
+    learning: (B, N) or (B, N, H_out, W_out). x is checked as the layer's forward checks it."""
+    x = model._check_tensor(x)
     if isinstance(model, FpLinear):
         unit, _ = unit_rows(x)
         return unit @ model.weight.T  # (B, N)
@@ -77,11 +79,11 @@ def embed(model: FpLayer, X: torch.Tensor, batch_size: int = 1024, readout: str 
         out = []
         with torch.no_grad():
             for start in range(0, len(X), batch_size):
-                xb = model._check_tensor(X[start:start + batch_size])
+                xb = X[start:start + batch_size]  # checked and cast by the forward or by cosines
                 if readout == "fired":
                     f = model(xb)
                 else:
-                    f = _cosines(model, xb)
+                    f = cosines(model, xb)
                     if readout == "relu":
                         f = f.clamp_min(0)
                     elif readout == "topk":

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from ..evaluation.probes import READOUTS, _cosines, topk_count
+from ..evaluation.probes import READOUTS, cosines, topk_count
 from ..layers.base import FpLayer
 
 POOLS = ("max", "avg", "quadrant")
@@ -238,7 +238,7 @@ class Readout(nn.Module):
         if self.layer.learning:
             self.layer(x)
         with torch.no_grad():
-            y = _cosines(self.layer, self.layer._check_tensor(x))  # (B, N) or (B, N, Ho, Wo)
+            y = cosines(self.layer, x)  # (B, N) or (B, N, Ho, Wo)
         if self.readout == "relu":
             y = y.clamp_min(0)
         elif self.readout == "topk":
