@@ -10,7 +10,9 @@ and its threshold becomes u there; they gate the output, not the learning. Ties 
 to the lower index.
 
 Batch form (the paper trains in mini-batches): the weights are held over the chunk and the
-updates of its positions are summed.
+updates of its positions are averaged, so a chunk moves the weights like one step of the mean
+update (a sum over a long chunk, thousands of conv positions, would leave the finite numbers); a
+chunk of one position is the sequential rule.
 """
 import torch
 
@@ -52,5 +54,5 @@ class RankK(Rule):
 
     def batch_move(self, x, values, weight, *, w_boost, count, step):
         g = self.strengths(values)  # (P, N)
-        weight += w_boost * (g.T @ x - (g * values).sum(0).unsqueeze(1) * weight)
+        weight += (w_boost / max(1, len(x))) * (g.T @ x - (g * values).sum(0).unsqueeze(1) * weight)
         count += (g != 0).sum(0)

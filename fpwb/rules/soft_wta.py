@@ -10,7 +10,9 @@ renormalisation). Firing and thresholds are Frontprop's: a neuron fires (outputs
 and its threshold becomes u there; they gate the output, not the learning.
 
 Batch form (the paper trains in mini-batches): the weights are held over the chunk and the
-updates of its positions are summed.
+updates of its positions are averaged, so a chunk moves the weights like one step of the mean
+update (a sum over a long chunk, thousands of conv positions, would leave the finite numbers); a
+chunk of one position is the sequential rule.
 """
 import torch
 
@@ -53,5 +55,5 @@ class SoftWTA(Rule):
 
     def batch_move(self, x, values, weight, *, w_boost, count, step):
         y = self.soft_targets(values)  # (P, N)
-        weight += w_boost * (y.T @ x - (y * values).sum(0).unsqueeze(1) * weight)
+        weight += (w_boost / max(1, len(x))) * (y.T @ x - (y * values).sum(0).unsqueeze(1) * weight)
         count += len(x)
