@@ -264,10 +264,12 @@ class ShardedLayer(nn.Module):
             return local(x)
         local.eval()
         try:
-            probe = local(x[:1])  # validates the input (and makes FpConv2d's thresholds)
+            probe = local(x[:1])  # validates the input
         finally:
             local.train()
         conv = isinstance(local, FpConv2d)
+        if conv and local.threshold is None:  # a learning call: thresholds start at 1.0, as the layer's own
+            local.threshold = local.weight.new_ones(local.out_channels, *probe.shape[2:])
         rows = self._nonzero(x)
         xv = x[rows]  # (E, ...) the samples the layer learns from, in order
         S = 1 if not conv else local.threshold[0].numel()
