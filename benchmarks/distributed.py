@@ -14,29 +14,16 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
 from fpwb import FpLinear
-from fpwb.data import DatasetNotFoundError, load
 from fpwb.distributed import shard_layer, spawn
+from layers import images  # benchmarks/layers.py: the same images as the layer benchmark
 
 SCHEDULE = dict(w_boost=0.01, t_decay=0.001)  # benchmarks/layers.py's dense schedule
 N_NEURONS, K_WINNERS, BATCH = 8000, 5, 1000
 # The scaling model's assumptions (said in the output).
 BANDWIDTH = 10e9 / 8  # bytes/s per machine: 10 Gb/s Ethernet
 LATENCY = 20e-6  # seconds per message step of a collective
-
-
-def images(n: int):
-    try:
-        X, _ = load("fashion_mnist", download=False)
-        name = "Fashion-MNIST"
-    except DatasetNotFoundError:
-        X, _ = load("digits")
-        X = F.interpolate(X, size=(28, 28), mode="bilinear", align_corners=False)
-        name = "digits resized to 28x28"
-    X = X.repeat((n + len(X) - 1) // len(X), 1, 1, 1)[:n]
-    return X.flatten(1), name
 
 
 def _timed(layer, X):
@@ -49,6 +36,7 @@ def _timed(layer, X):
 def measure(warmup: int, samples: int, kwta_samples: int, sharded: bool):
     """On every rank: seconds for the timed samples, plain and k-WTA, and the firings per sample."""
     X, _ = images(warmup + samples)
+    X = X.flatten(1)
     make = lambda **kw: FpLinear(784, N_NEURONS, seed=0, **SCHEDULE, **kw)
     layer = shard_layer(make()) if sharded else make()
     local = layer.local if sharded else layer

@@ -7,7 +7,7 @@ also around a Hugging Face causal LM when ``transformers`` is installed), ``drop
 Linear as a Frontprop layer that starts out computing what the Linear computed) and ``finetune``
 (perplexity, continued training by Frontprop or backprop at matched tokens, its cost, sampling).
 
-May import: torch, tqdm, ``fpwb.layers``, ``fpwb.evaluation``; ``transformers`` only inside
+May import: torch, tqdm, ``fpwb.layers``, ``fpwb.evaluation``, ``fpwb.studies`` (memory probes); ``transformers`` only inside
 ``model.load_hf``, guarded.
 """
 from .corpus import CORPORA, corpus_ids, corpus_text, random_windows

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..evaluation.diagnostics import fired_share, learned_neurons
+from ..studies.efficiency import reset_peak, rss_kb
 from .dropin import FpDropIn
 
 ARMS = ("frontprop", "backprop", "frozen")
@@ -66,17 +67,6 @@ def trainable_only(model: nn.Module, names) -> list:
     return params
 
 
-def _rss_kb(field: str):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _trim_heap():
     """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``), so that the resident
     set is the memory in use and a peak measured from it counts new allocations, not reuse of
@@ -95,12 +85,9 @@ def _reset_peak(device) -> int | None:
         torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.memory_allocated(device)
     _trim_heap()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the kernel's VmHWM to the current RSS (Linux >= 4.0)
-    except OSError:
+    if not reset_peak():
         return None
-    kb = _rss_kb("VmRSS")
+    kb = rss_kb("VmRSS")
     return None if kb is None else kb * 1024
 
 
@@ -111,7 +98,7 @@ def _peak_rise(device, base) -> float | None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-    kb = _rss_kb("VmHWM")
+    kb = rss_kb("VmHWM")
     return None if kb is None else (kb * 1024 - base) / 2 ** 20
 
 

@@ -4,7 +4,8 @@
   neuron (online k-means with one winner); ``homeostatic``: thresholds that track a target firing
   rate; ``soft_wta``: SoftHebb's soft winner-take-all with anti-Hebbian losers; ``rank_k``:
   Krotov-Hopfield rank-k anti-Hebbian inhibition.
-- ``base``: the ``Rule`` class, what a rule declares for the fast paths (see its docstring).
+- ``base``: the ``Rule`` class, what a rule declares for the fast paths (see its docstring);
+  ``competitive``: the shared move of soft_wta and rank_k.
 
 Layers take ``rule=`` a name (``names()``) or a ``Rule`` object (a user's own subclass works:
 ``examples/my_rule.py``). May import: torch, numba, numpy; nothing else of fpwb.

@@ -136,7 +136,8 @@ class _Runner:
                 "saved_bytes": _tensor_bytes(unique.values())}
 
 
-def _rss_kb(field: str) -> int | None:
+def rss_kb(field: str) -> int | None:
+    """A field of /proc/self/status in kB (``VmRSS``: resident now; ``VmHWM``: its peak), None off Linux."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -147,7 +148,8 @@ def _rss_kb(field: str) -> int | None:
     return None
 
 
-def _reset_peak() -> bool:
+def reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (``VmHWM``) to the current RSS; False where it cannot."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -239,8 +241,8 @@ def _measure_here(mode, widths, in_features, n_classes, batch_size, n_samples, o
         _warm_kernels(X.dtype)
     gc.collect()
     compiled = _specialisations() if mode != "backprop" else 0
-    reset = _reset_peak()
-    base_kb = _rss_kb("VmRSS") if reset else None
+    reset = reset_peak()
+    base_kb = rss_kb("VmRSS") if reset else None
     runs = []
     for _ in range(repeats):
         runner = None  # the previous run's model is freed before the next is built
@@ -248,7 +250,7 @@ def _measure_here(mode, widths, in_features, n_classes, batch_size, n_samples, o
         runs.append(seconds / n_samples * 1e6)
     compiled = (_specialisations() - compiled) if mode != "backprop" else 0
     if reset and base_kb is not None:
-        peak_mb, method = (_rss_kb("VmHWM") - base_kb) / 1024, "VmHWM rise from before the model"
+        peak_mb, method = (rss_kb("VmHWM") - base_kb) / 1024, "VmHWM rise from before the model"
     else:
         usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak_mb = usage / 1024 / (1024 if sys.platform == "darwin" else 1)
