@@ -52,15 +52,16 @@ def power_of_two_scale(peak: torch.Tensor) -> torch.Tensor:
 def unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows scaled to unit length, and which rows were non-zero.  x: (..., K)
 
-    The direction of any non-zero finite row is defined, however large or small its values: rows
-    with extreme magnitudes are first scaled exactly by a power of two (others are left as they
-    are, so their results do not change by a bit)."""
-    peak = x.abs().amax(dim=-1, keepdim=True) if x.shape[-1] else x.new_zeros(*x.shape[:-1], 1)
-    valid = peak.squeeze(-1) > 0
-    if len(peak) and bool(((peak > 2.0 ** SAFE_EXPONENT) | ((peak < 2.0 ** -SAFE_EXPONENT) & (peak > 0))).any()):
-        x = x * power_of_two_scale(peak)
-    norm = x.norm(dim=-1, keepdim=True)
-    return x / norm.clamp_min(torch.finfo(x.dtype).tiny), valid
+    The direction of any non-zero finite row is defined, however large or small its values: a row
+    whose norm overflows or is tiny (its squares may have underflowed) is first scaled exactly by
+    a power of two; other rows are left as they are, so their results do not change by a bit."""
+    norm = x.norm(dim=-1, keepdim=True)  # (..., 1)
+    risky = (norm < 2.0 ** -SAFE_EXPONENT) | torch.isinf(norm)  # all-zero rows are here too
+    if bool(risky.any()):
+        peak = torch.where(risky, x.abs().amax(dim=-1, keepdim=True) if x.shape[-1] else norm, norm)
+        x = torch.where(risky, x * power_of_two_scale(peak), x)
+        norm = torch.where(risky, x.norm(dim=-1, keepdim=True), norm)
+    return x / norm.clamp_min(torch.finfo(x.dtype).tiny), norm.squeeze(-1) > 0
 
 
 class FpLayer(nn.Module):

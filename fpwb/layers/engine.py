@@ -64,13 +64,14 @@ class Learning:
 
     @property
     def compiled_rule(self):
-        """The rule as the kernels take it: (update, params, renormalise, w_boost)."""
-        return (self.rule.compiled_update(), self.rule.params_array(), self.rule.renormalise, self.w_boost)
+        """The rule as the kernels take it: (update, params, renormalise, w_boost, constant)."""
+        return (self.rule.compiled_update(), self.rule.params_array(), self.rule.renormalise, self.w_boost,
+                self.rule.constant_update)
 
     @property
     def compiled_batch_rule(self):
         return (self.rule.compiled_batch_update(), self.rule.params_array(), self.rule.renormalise,
-                self.w_boost)
+                self.w_boost, False)
 
     @property
     def quiet_until_fired(self) -> bool:

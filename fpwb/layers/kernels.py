@@ -8,7 +8,8 @@ a batch chunk's combined move from its ``batch_update``. Arguments come in group
   each position, step (P,) float64 the global sample index of each position;
 - ``state = (weight, level, count)``: weight (N, K), level (N, S) scaled threshold levels, count
   (N,) int64 learnings per neuron, all updated in place;
-- ``rule = (update, params, renormalise, w_boost)``.
+- ``rule = (update, params, renormalise, w_boost, constant)``; ``constant``: the update ignores
+  y, count and step (the plain rule), so the kernels call it once instead of at every firing.
 
 Under a rule whose neurons never interact each neuron walks a chunk on its own: the per-neuron
 kernels spread neurons over threads (``numba.prange``), as many as torch uses (``match_threads``),
@@ -73,7 +74,8 @@ def scan_gram(u, gram, inv_scale, stream, neurons, state, rule, out):
     """
     x, valid, slot, step = stream
     weight, level, count = state
-    update, params, renormalise, w_boost = rule
+    update, params, renormalise, w_boost, constant = rule
+    c0, d0 = update(0.0, w_boost, 0.0, 0.0, params)  # the move itself when the rule's is constant
     n_pos = u.shape[1]
     dim = x.shape[1]
     for a_ in numba.prange(neurons.shape[0]):
@@ -89,7 +91,7 @@ def scan_gram(u, gram, inv_scale, stream, neurons, state, rule, out):
             y = proj[i] * inv_scale[i]
             out[i, j] = y
             lev[slot[i]] = proj[i]
-            c, d = update(y, w_boost, float(count[j]), step[i], params)
+            c, d = (c0, d0) if constant else update(y, w_boost, float(count[j]), step[i], params)
             count[j] += 1
             if renormalise:
                 norm = math.sqrt(c * c + d * d + 2.0 * c * d * y)
@@ -128,7 +130,8 @@ def scan_direct(u, scale, stream, neurons, state, rule, out):
     """
     x, valid, slot, step = stream
     weight, level, count = state
-    update, params, renormalise, w_boost = rule
+    update, params, renormalise, w_boost, constant = rule
+    c0, d0 = update(0.0, w_boost, 0.0, 0.0, params)  # the move itself when the rule's is constant
     n_pos = u.shape[1]
     dim = x.shape[1]
     for a_ in numba.prange(neurons.shape[0]):
@@ -147,7 +150,7 @@ def scan_direct(u, scale, stream, neurons, state, rule, out):
                 continue
             out[i, j] = y
             level[j, slot[i]] = scaled
-            c, d = update(y, w_boost, float(count[j]), step[i], params)
+            c, d = (c0, d0) if constant else update(y, w_boost, float(count[j]), step[i], params)
             count[j] += 1
             cw, dw = weight.dtype.type(c), weight.dtype.type(d)
             for k in range(dim):
@@ -233,12 +236,12 @@ def _learned_lists(learned):
 @numba.njit(cache=True)
 def _combined(values, j, at, first, last, count, step0, rule, ys, d):
     """The rule's combined move for neuron j over its learned positions at[first:last]: fills
-    d[:n] and returns the coefficient of the start weight."""
-    update_batch, params, _, w_boost = rule
-    n = last - first
-    for f in range(n):
-        ys[f] = values[at[first + f], j]
-    return update_batch(ys[:n], n, w_boost, float(count[j]), step0, params, d)
+    d[first:last] (scratch ys[first:last] holds their values) and returns the coefficient of the
+    start weight. Slices of shared flat arrays: no allocation per neuron."""
+    update_batch, params, _, w_boost, _ = rule
+    for f in range(first, last):
+        ys[f] = values[at[f], j]
+    return update_batch(ys[first:last], last - first, w_boost, float(count[j]), step0, params, d[first:last])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -250,18 +253,18 @@ def batch_move(learned, values, x, weight, count, step0, rule):
     time so that its weights stay in cache while its inputs are added."""
     renormalise = rule[2]
     start, at = _learned_lists(learned)
+    ys = np.empty(at.shape[0])
+    d = np.empty(at.shape[0])
     for j in numba.prange(learned.shape[1]):
         n = start[j + 1] - start[j]
         if n == 0:
             continue
-        ys = np.empty(n)
-        d = np.empty(n)
         keep = weight.dtype.type(_combined(values, j, at, start[j], start[j + 1], count, step0, rule, ys, d))
         w = weight[j]
         for k in range(w.shape[0]):
             w[k] *= keep
-        for f in range(n):
-            row = x[at[start[j] + f]]
+        for f in range(start[j], start[j + 1]):
+            row = x[at[f]]
             share = weight.dtype.type(d[f])
             for k in range(w.shape[0]):
                 w[k] += share * row[k]
@@ -276,17 +279,16 @@ def batch_coefficients(learned, values, count, step0, rule, keep, coef):
     neuron's start weight, coef (P, N) the weight of each input (zeros in); count (N,) += the
     learnings. Neurons that did not learn keep 1."""
     start, at = _learned_lists(learned)
-    n_pos = learned.shape[0]
-    ys = np.empty(n_pos)
-    d = np.empty(n_pos)
+    ys = np.empty(at.shape[0])
+    d = np.empty(at.shape[0])
     for j in range(learned.shape[1]):
         n = start[j + 1] - start[j]
         if n == 0:
             keep[j] = 1.0
             continue
         keep[j] = _combined(values, j, at, start[j], start[j + 1], count, step0, rule, ys, d)
-        for f in range(n):
-            coef[at[start[j] + f], j] = d[f]
+        for f in range(start[j], start[j + 1]):
+            coef[at[f], j] = d[f]
         count[j] += n
 
 
@@ -309,7 +311,8 @@ def scan_positions(u, gram, scale, stream, active, state, rule, switches, out, w
     """
     x, valid, slot, step = stream
     weight, level, count = state
-    update, params, renormalise, w_boost = rule
+    update, params, renormalise, w_boost, constant = rule
+    c0, d0 = update(0.0, w_boost, 0.0, 0.0, params)  # the move itself when the rule's is constant
     k_winners, repulsion, repulsion_cosine, use_gram = switches
     n_neurons, n_pos = u.shape
     dim = x.shape[1]
@@ -355,7 +358,7 @@ def scan_positions(u, gram, scale, stream, active, state, rule, switches, out, w
         for l in range(n_learn):
             j = learners[l]
             y = learner_u[l] / scale[i]
-            c, d = update(y, w_boost, float(count[j]), step[i], params)
+            c, d = (c0, d0) if constant else update(y, w_boost, float(count[j]), step[i], params)
             for k in range(dim):
                 new_w[l, k] = c * weight[j, k] + d * x[i, k]
             if use_gram:

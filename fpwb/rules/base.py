@@ -19,6 +19,8 @@ What the fast paths need, declared as class attributes:
   compiled by numba for the CPU kernels, so it must use arithmetic only (no ``if`` on values, no
   torch or math calls). ``count`` is how often the neuron learned before (``learn_count``) and
   ``step`` the global index of the sample (``samples_seen`` plus its place in the call).
+- ``constant_update``: True when ``update`` ignores y, count and step (the plain rule); the
+  kernels then call it once per chunk instead of at every firing.
 - ``batch_update`` (see ``BATCH_SIGNATURE``): how a neuron that learned at n positions of a batch
   chunk combines those moves into one ``w' = c * w + sum_i d[i] * x_i``; needed for ``mode="batch"``.
 - ``interacts``: True when a neuron's learning depends on the other neurons at the same position
@@ -87,6 +89,8 @@ class Rule:
     plain_thresholds = True
     update = None
     batch_update = None
+    #: The update ignores y, count and step: the kernels call it once, not at every firing.
+    constant_update = False
 
     def params(self) -> tuple[float, ...]:
         """The numeric hyper-parameters, in the order ``update`` reads them."""

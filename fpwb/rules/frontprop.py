@@ -23,4 +23,5 @@ class Frontprop(Rule):
 
     name = "frontprop"
     update = update
+    constant_update = True
     batch_update = batch_update
