@@ -1,8 +1,9 @@
-"""What the layers guarantee under faults: a learning forward is all or nothing (an interrupt or an
-error at any point leaves the state exactly as before the call), a forward that learns nothing
-leaves the layer as it was, loads are checked before anything is copied, extreme magnitudes keep
-their direction, and bad hyper-parameters are refused alike."""
+"""What the layers guarantee under faults: an interrupted learning forward leaves exactly the state
+after its first k samples (Ctrl-C is held to the end of a chunk; an error inside a chunk undoes
+it), a forward that learns nothing leaves the layer as it was, loads are checked before anything
+is copied, extreme magnitudes keep their direction, and bad hyper-parameters are refused alike."""
 import math
+import signal
 
 import pytest
 import torch
@@ -31,21 +32,28 @@ POINTS = {
 }
 
 
-def inject(monkeypatch, mode, point, call):
-    """Raise KeyboardInterrupt at the given point on its ``call``-th visit."""
+def inject(monkeypatch, mode, point, call, fault="signal"):
+    """At the given point, on its ``call``-th visit: deliver a real SIGINT (what Ctrl-C in a
+    notebook sends), or with ``fault="error"`` raise a RuntimeError there."""
     where, when = POINTS[point]
     module, name = {"solve": (engine, "batch_chunk" if mode == "batch" else "sequential_chunk"),
                     "count": (kernels, "count_fired"), "silent": (engine, "silent_steps")}[where]
     real = getattr(module, name)
     visits = []
 
+    def strike():
+        if fault == "signal":
+            signal.raise_signal(signal.SIGINT)
+        else:
+            raise RuntimeError("injected")
+
     def faulty(*args, **kwargs):
         visits.append(1)
         if when == "before" and len(visits) == call:
-            raise KeyboardInterrupt
+            strike()
         result = real(*args, **kwargs)
         if when == "after" and len(visits) == call:
-            raise KeyboardInterrupt
+            strike()
         return result
 
     monkeypatch.setattr(module, name, faulty)
@@ -55,23 +63,52 @@ def inject(monkeypatch, mode, point, call):
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("mode", ["sequential", "batch"])
 @pytest.mark.parametrize("kind", LAYERS)
-def test_an_interrupt_anywhere_leaves_the_state_as_before_the_call(kind, mode, point, monkeypatch):
+def test_an_interrupt_anywhere_leaves_the_state_after_the_first_k_samples(kind, mode, point, monkeypatch):
     make, data = LAYERS[kind]
     X = data()
-    layer, clean = make(mode=mode), make(mode=mode)
+    layer = make(mode=mode)
     silent = POINTS[point][0] == "silent"
     if not silent:  # a layer that has fired; the silent lookahead runs only before the first firing
         layer(X[:40])
-        clean(X[:40])
     X = X if silent else X[40:]
-    before = state(layer)
-    call = 1 if silent else 3
-    restore = inject(monkeypatch, mode, point, call)
+    start = {k: v.clone() for k, v in layer.state_dict().items()}
+    restore = inject(monkeypatch, mode, point, 1 if silent else 3)
     with pytest.raises(KeyboardInterrupt):
         layer(X)
     restore()
-    assert_same_state(before, state(layer))
-    assert torch.equal(layer(X), clean(X)), "the next call computes what a clean layer does"
+    k = int(layer.samples_seen) - int(start["samples_seen"])
+    assert 0 < k < len(X), "some chunks were applied, not all"
+    clean = make(mode=mode)
+    clean.load_state_dict(start)
+    clean(X[:k])
+    assert_same_state(state(clean), state(layer))
+    assert torch.equal(layer(X[k:]), clean(X[k:])), "the rest of the stream goes on as if nothing happened"
+
+
+@pytest.mark.parametrize("point", ["before a chunk", "in the silent lookahead"])
+@pytest.mark.parametrize("mode", ["sequential", "batch"])
+@pytest.mark.parametrize("kind", LAYERS)
+def test_an_error_inside_a_chunk_undoes_that_chunk(kind, mode, point, monkeypatch):
+    """An error (out of memory, say) raised where a chunk allocates, before its solver writes:
+    the chunk is undone and the layer holds the state after the chunks before it. (Between the
+    solver and the end of the chunk only a signal can strike, and signals are held.)"""
+    make, data = LAYERS[kind]
+    X = data()
+    layer = make(mode=mode)
+    silent = POINTS[point][0] == "silent"
+    if not silent:
+        layer(X[:40])
+    X = X if silent else X[40:]
+    start = {k: v.clone() for k, v in layer.state_dict().items()}
+    restore = inject(monkeypatch, mode, point, 1 if silent else 3, fault="error")
+    with pytest.raises(RuntimeError, match="injected"):
+        layer(X)
+    restore()
+    k = int(layer.samples_seen) - int(start["samples_seen"])
+    clean = make(mode=mode)
+    clean.load_state_dict(start)
+    if k:
+        clean(X[:k])
     assert_same_state(state(clean), state(layer))
 
 
@@ -94,10 +131,10 @@ def test_the_interrupt_points_are_reached():
                 (kind, mode, counts)
 
 
-def test_an_error_between_chunks_rolls_back_a_conv_layers_first_thresholds(monkeypatch):
+def test_an_error_before_anything_was_learned_removes_a_conv_layers_first_thresholds(monkeypatch):
     layer = FpConv2d(1, 4, 3, seed=0, t_decay=0.05, chunk_size=64)
-    restore = inject(monkeypatch, "sequential", "after a chunk's solver wrote the state", 2)
-    with pytest.raises(KeyboardInterrupt):
+    restore = inject(monkeypatch, "sequential", "in the silent lookahead", 1, fault="error")
+    with pytest.raises(RuntimeError, match="injected"):
         layer(digits(20))
     restore()
     assert layer.threshold is None, "the thresholds this call created are gone again"
@@ -183,10 +220,18 @@ def test_oja_with_a_large_w_boost_is_refused_and_never_holds_nan():
 
 def test_a_diverging_batch_run_is_refused_with_the_layer_untouched():
     layer = FpConv2d(1, 4, 3, rule="oja", w_boost=0.5, mode="batch", t_decay=0.5, seed=0, chunk_size=100_000)
-    before = state(layer)
+    layer(torch.zeros(1, 1, 8, 8) + torch.eye(8))  # thresholds made, nothing diverged yet
+    start = {k: v.clone() for k, v in layer.state_dict().items()}
+    X = digits(100)
     with pytest.raises(ValueError, match="diverged"):
-        layer(digits(100))
-    assert_same_state(before, state(layer))
+        layer(X)
+    assert torch.isfinite(layer.weight).all()
+    k = int(layer.samples_seen) - int(start["samples_seen"])
+    clean = FpConv2d(1, 4, 3, rule="oja", w_boost=0.5, mode="batch", t_decay=0.5, seed=0, chunk_size=100_000)
+    clean.load_state_dict(start)
+    if k:
+        clean(X[:k])
+    assert_same_state(state(clean), state(layer)), "the chunks before the diverging one, and nothing of it"
 
 
 def trained(kind):

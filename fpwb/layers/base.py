@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
+import threading
 
 import torch
 from torch import nn
@@ -18,6 +20,28 @@ DTYPES = (torch.float32, torch.float64)
 SILENT_LOOKAHEAD = 1024
 #: Default of ``repulsion_cosine``: neurons closer than this (cosine of their weights) repel.
 REPULSION_COSINE = 0.9
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done, then raise it
+    as the previous handler would (KeyboardInterrupt by default). Only the main thread receives
+    signals; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    caught = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, caught[0])
+        else:
+            raise KeyboardInterrupt
 
 
 def check_hyperparameter(name: str, value) -> float:
@@ -298,24 +322,26 @@ class FpLayer(nn.Module):
         return cast
 
     @contextlib.contextmanager
-    def _all_or_nothing(self):
-        """A learning forward changes the layer completely or not at all: on any exception
-        (Ctrl-C's KeyboardInterrupt included) every buffer is put back as it was before the call,
-        and a buffer the call created (FpConv2d's first thresholds) is removed again."""
-        if not self.learning:
-            yield
-            return
+    def _chunk_guard(self, *, weights: bool):
+        """One chunk of a learning forward is applied whole or not at all.
+
+        Ctrl-C (SIGINT, in the main thread) is held until the chunk is done and then raised, so an
+        interrupted call leaves exactly the state after its first k samples, with ``samples_seen``
+        and ``fire_count`` telling the truth. On an exception inside the chunk the thresholds and
+        counters are put back; the weights too when ``weights`` (solvers that write them from
+        Python; the compiled kernels allocate everything before they write, so an error in a
+        compiled chunk comes before its weights change)."""
+        state = [self.threshold, self.fire_count, self.learn_count, self.samples_seen]
+        state += [self.weight] if weights else []
         with torch.inference_mode(False):  # state made inside inference mode must stay normal tensors
-            saved = {name: None if b is None else b.clone() for name, b in self._buffers.items()}
-        try:
-            yield
-        except BaseException:
-            for name, copy in saved.items():
-                if copy is None or self._buffers.get(name) is None:
-                    self._buffers[name] = copy
-                else:
-                    self._buffers[name].copy_(copy)
-            raise
+            saved = [b.clone() for b in state]
+        with deferred_interrupt():
+            try:
+                yield
+            except BaseException:
+                for buffer, copy in zip(state, saved):
+                    buffer.copy_(copy)
+                raise
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -413,30 +439,35 @@ class FpLayer(nn.Module):
         solve = engine.batch_chunk if mode == "batch" else engine.sequential_chunk
         out = x.new_zeros(E, S, weight.shape[0])  # (E, S, N), filled chunk by chunk
         first_step = int(self.samples_seen)
+        full_guard = not (engine.writes_in_kernels(mode, learning, x.device) and self.rule.renormalise)
         start = 0
         quiet = learning.quiet_until_fired and not bool(self.fire_count.any())
         while start < E:
             if quiet:
                 span = slice(start, start + lookahead)
-                skip = engine.silent_steps(x[span], valid[span], weight, threshold, self.t_decay)
-                quiet = skip == len(x[span])
-                if mode == "batch" and not quiet:
-                    skip -= skip % steps
-                threshold.mul_((1.0 - self.t_decay) ** skip)
+                with self._chunk_guard(weights=False):
+                    skip = engine.silent_steps(x[span], valid[span], weight, threshold, self.t_decay)
+                    quiet = skip == len(x[span])
+                    if mode == "batch" and not quiet:
+                        skip -= skip % steps
+                    threshold.mul_((1.0 - self.t_decay) ** skip)
+                    self.samples_seen += skip
                 start += skip
                 if quiet:
                     continue
             chunk = slice(start, start + steps)
-            solve(x[chunk], valid[chunk], weight, threshold, self.learn_count, out[chunk],
-                  learning=learning, step=first_step + start)
-            if not self.rule.renormalise and not bool(torch.isfinite(weight).all()):
-                raise ValueError(f"rule {self.rule!r} diverged (weights left the finite numbers) in mode "
-                                 f"{self.mode!r} with w_boost={self.w_boost:g}: lower w_boost (or, in batch "
-                                 f"mode, chunk_size: a chunk sums its updates); the layer is as before the call")
-            self._count_fired(out[chunk])
+            with self._chunk_guard(weights=full_guard):
+                solve(x[chunk], valid[chunk], weight, threshold, self.learn_count, out[chunk],
+                      learning=learning, step=first_step + start)
+                if not self.rule.renormalise and not bool(torch.isfinite(weight).all()):
+                    raise ValueError(f"rule {self.rule!r} diverged (weights left the finite numbers) in mode "
+                                     f"{self.mode!r} with w_boost={self.w_boost:g}: lower w_boost (or, in batch "
+                                     f"mode, chunk_size: a chunk sums its updates); the layer holds the state "
+                                     f"after the {int(self.samples_seen) - first_step} samples before that chunk")
+                self._count_fired(out[chunk])
+                self.samples_seen += len(x[chunk])
             quiet = False
             start += steps
-        self.samples_seen += E
         return out
 
     def _count_fired(self, out: torch.Tensor):

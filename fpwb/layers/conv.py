@@ -83,23 +83,30 @@ class FpConv2d(FpLayer):
             raise ValueError(f"FpConv2d thresholds exist for a {tuple(self.threshold.shape[1:])} "
                              f"output; input {H}x{W} gives {Ho}x{Wo}. Use inputs of the first size, "
                              f"or call reset_thresholds() to start over")
-        with torch.no_grad(), self._all_or_nothing():
+        with torch.no_grad():
             unit, valid = self.unit_patches(x)  # (B, L, K), (B, L)
             nonzero = valid.any(1)  # all-zero samples are skipped entirely
             samples = nonzero.nonzero().squeeze(1)
             threshold = self.threshold
-            if threshold is None:  # thresholds start at 1.0; a learning forward keeps them
+            created = threshold is None
+            if created:  # thresholds start at 1.0; a learning forward keeps them
                 with torch.inference_mode(False):
                     threshold = x.new_ones(self.out_channels, Ho, Wo)
                 if self.learning and len(samples):
                     self.threshold = threshold
             weight = self.weight.view(self.out_channels, -1)
-            if len(samples) == B:
-                out = self._run(unit, valid, weight, threshold.view(self.out_channels, -1))  # (B, L, N)
-            else:
-                out = x.new_zeros(B, Ho * Wo, self.out_channels)  # (B, L, N)
-                out[samples] = self._run(unit[samples], valid[samples], weight,
-                                         threshold.view(self.out_channels, -1))
+            seen = int(self.samples_seen)
+            try:
+                if len(samples) == B:
+                    out = self._run(unit, valid, weight, threshold.view(self.out_channels, -1))  # (B, L, N)
+                else:
+                    out = x.new_zeros(B, Ho * Wo, self.out_channels)  # (B, L, N)
+                    out[samples] = self._run(unit[samples], valid[samples], weight,
+                                             threshold.view(self.out_channels, -1))
+            except BaseException:
+                if created and self.threshold is threshold and int(self.samples_seen) == seen:
+                    self.threshold = None  # thresholds this call made, before it learned anything
+                raise
             out = out.transpose(1, 2).reshape(B, self.out_channels, Ho, Wo)
             out = self._finish(out)
         return out[0] if single else out

@@ -99,6 +99,17 @@ def check_solver(mode: str, learning: Learning):
                          f"needs solver='tensor' or None")
 
 
+def writes_in_kernels(mode: str, learning: Learning, device) -> bool:
+    """Whether a chunk's weights are written only inside the compiled CPU kernels (after their
+    allocations): then an error in the chunk comes before the weights change."""
+    if device.type != "cpu" or learning.solver in ("rounds", "reference", "tensor"):
+        return False
+    rule = learning.rule
+    if mode == "batch":
+        return rule.linear and rule.plain_thresholds and learning.repulsion == 0
+    return rule.scans
+
+
 def max_steps(t_decay: float, requested: int) -> int:
     """Largest chunk length (in steps) whose decay scale r**-E stays below MAX_SCALE."""
     limit = math.log(MAX_SCALE) / -math.log1p(-t_decay) if t_decay < 1 else 1

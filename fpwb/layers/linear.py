@@ -55,7 +55,7 @@ class FpLinear(FpLayer):
                              f"({self.in_features},), got {tuple(x.shape)}")
         single = x.dim() == 1
         x = x.reshape(-1, self.in_features)  # (B, D)
-        with torch.no_grad(), self._all_or_nothing():
+        with torch.no_grad():
             unit, valid = unit_rows(x)
             every = bool(valid.all())
             rows = None if every else valid.nonzero().squeeze(1)
