@@ -158,3 +158,15 @@ def test_example_under_torchrun():
     lines = [line for line in run.stdout.splitlines() if line.startswith("max |difference|")]
     assert len(lines) == 2 and all(line.endswith("weights 0, thresholds 0, outputs 0") for line in lines)
     assert "(0 firings)" not in run.stdout  # both cases learned
+
+
+def test_summary_averages_study_rows_over_seeds():
+    from fpwb.distributed.decentralised import summary
+
+    rows = [{"learners": 2, "merge_every": 100, "merge": "average", "seed": s, "probe_acc": acc,
+             "learned_share": 1.0, "redundancy": 0.5, "bytes_per_sample": 10.0} for s, acc in ((0, 0.6), (1, 0.8))]
+    rows.append({"learners": 1, "merge_every": None, "merge": "random", "seed": 0, "probe_acc": 0.7,
+                 "learned_share": 0.0, "redundancy": 0.0, "bytes_per_sample": 0.0})
+    table = summary(rows)
+    assert [(r["merge"], r["seeds"]) for r in table] == [("average", 2), ("random", 1)]
+    assert abs(table[0]["probe_acc"] - 0.7) < 1e-12 and abs(table[0]["probe_sd"] - 0.1) < 1e-12

@@ -24,6 +24,7 @@ full gradient every step).
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import torch
@@ -200,3 +201,21 @@ def study(X_train, y_train, X_test, y_test, *, learners=(1, 2, 4, 8), intervals=
         rows.append({"learners": L, "merge_every": every, "merge": merge, "seed": seed, **scores,
                      "bytes_per_sample": info["bytes_per_sample"]})
     return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """The rows of :func:`study` per (learners, merge_every, merge): probe accuracy's mean and
+    spread over seeds (``probe_acc``, ``probe_sd``), mean learned share and redundancy, bytes per
+    sample and the number of seeds."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["learners"], r["merge_every"], r["merge"]), []).append(r)
+    out = []
+    for (learners, every, merge), rs in groups.items():
+        accs = [r["probe_acc"] for r in rs]
+        out.append({"learners": learners, "merge_every": every, "merge": merge,
+                    "probe_acc": statistics.mean(accs), "probe_sd": statistics.pstdev(accs),
+                    "learned_share": statistics.mean(r["learned_share"] for r in rs),
+                    "redundancy": statistics.mean(r["redundancy"] for r in rs),
+                    "bytes_per_sample": rs[0]["bytes_per_sample"], "seeds": len(rs)})
+    return out
