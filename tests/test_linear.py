@@ -75,6 +75,29 @@ def test_sequential_is_independent_of_batching():
     assert (whole.weight - parts.weight).abs().max() < 1e-9
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rule, normalize_output", [("frontprop", True), ("frontprop", False),
+                                                    ("per_neuron_rate", True)])
+def test_one_sample_calls_take_the_single_position_path_and_match_the_reference(
+        rule, normalize_output, dtype, monkeypatch):
+    calls = []
+    single = engine.single_position
+    monkeypatch.setattr(engine, "single_position", lambda *a, **k: calls.append(1) or single(*a, **k))
+    X = digits(8, repeat=1)[:400].to(dtype)
+    X[5] = 0  # a zero sample changes nothing, on either path
+    kwargs = dict(w_boost=0.05, t_decay=0.01, seed=3, rule=rule, normalize_output=normalize_output, dtype=dtype)
+    fast, reference = FpLinear(64, 30, **kwargs), FpLinear(64, 30, mode="reference", **kwargs)
+    outs = [(fast(x), reference(x.unsqueeze(0))[0]) for x in X]
+    assert len(calls) == len(X) - 1
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-9
+    assert sum(int((b > 0).sum()) for _, b in outs) > 300  # neurons fire and move
+    assert max(float((a - b).abs().max()) for a, b in outs) < tolerance
+    assert (fast.weight - reference.weight).abs().max() < tolerance
+    assert (fast.threshold - reference.threshold).abs().max() < tolerance
+    for counter in ("fire_count", "learn_count", "samples_seen"):
+        assert torch.equal(getattr(fast, counter), getattr(reference, counter)), counter
+
+
 @pytest.mark.parametrize("solver", [None, "compiled", "tensor"])
 def test_batch_mode_matches_its_reference(solver):
     X = digits(8, repeat=1)

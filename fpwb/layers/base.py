@@ -79,9 +79,10 @@ def unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     The direction of any non-zero finite row is defined, however large or small its values: a row
     whose norm overflows or is tiny (its squares may have underflowed) is first scaled exactly by
     a power of two; other rows are left as they are, so their results do not change by a bit."""
-    norm = x.norm(dim=-1, keepdim=True)  # (..., 1)
-    risky = (norm < 2.0 ** -SAFE_EXPONENT) | torch.isinf(norm)  # all-zero rows are here too
-    if bool(risky.any()):
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # (..., 1)
+    low, high = torch.aminmax(norm) if norm.numel() else (norm.new_ones(()), norm.new_ones(()))
+    if float(low) < 2.0 ** -SAFE_EXPONENT or math.isinf(float(high)):  # all-zero rows are here too
+        risky = (norm < 2.0 ** -SAFE_EXPONENT) | torch.isinf(norm)
         peak = torch.where(risky, x.abs().amax(dim=-1, keepdim=True) if x.shape[-1] else norm, norm)
         x = torch.where(risky, x * power_of_two_scale(peak), x)
         norm = torch.where(risky, x.norm(dim=-1, keepdim=True), norm)
@@ -312,10 +313,10 @@ class FpLayer(nn.Module):
                              f"move it to a real device (.to('cpu') and fresh weights) first")
         # A finite sum proves every value finite (NaN and Inf propagate); only an overflowing sum
         # of finite values needs the element-wise check.
-        if not (bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())):
+        if not (math.isfinite(float(x.sum())) or bool(torch.isfinite(x).all())):
             raise ValueError(f"{name} input contains NaN or Inf values")
         cast = x.to(self.weight.dtype)
-        if cast.dtype != x.dtype and not (bool(torch.isfinite(cast.sum())) or bool(torch.isfinite(cast).all())):
+        if cast.dtype != x.dtype and not (math.isfinite(float(cast.sum())) or bool(torch.isfinite(cast).all())):
             raise ValueError(f"{name} computes in {self.weight.dtype}: input values of up to "
                              f"{float(x.abs().max()):.3g} overflow it (largest finite "
                              f"{torch.finfo(self.weight.dtype).max:.3g}); scale the input or use a float64 layer")
@@ -470,6 +471,21 @@ class FpLayer(nn.Module):
             start += steps
         return out
 
+    def _learn_one(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A learning forward of one unit row x (K,) through ``engine.single_position``, output
+        finished (N,); None when that path does not serve this layer (device, mode, rule,
+        switches): the caller takes the general one."""
+        learning = self.learning_setup()
+        weight = self.weight.view(len(self.weight), -1)  # (N, K)
+        if not engine.single_position_serves(learning, self.mode, x, len(weight)):
+            return None
+        out, square_sum = engine.single_position(
+            x, weight, self.threshold.view(len(weight)), (self.learn_count, self.fire_count, self.samples_seen),
+            learning=learning, step=int(self.samples_seen))
+        if self.normalize_output and square_sum > 0:
+            out.div_(math.sqrt(square_sum))
+        return out
+
     def _count_fired(self, out: torch.Tensor):
         """Add the firings in out (..., N) to ``fire_count``."""
         flat = out.reshape(-1, out.shape[-1])  # (E * S, N)
@@ -481,7 +497,7 @@ class FpLayer(nn.Module):
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         """Scale each sample's output (B, ...) to unit length when normalize_output is on."""
         if self.normalize_output:
-            norm = out.flatten(1).norm(dim=1).clamp_min(torch.finfo(out.dtype).tiny)
+            norm = torch.linalg.vector_norm(out.flatten(1), dim=1).clamp_min_(torch.finfo(out.dtype).tiny)
             out = out.div_(norm.view(-1, *([1] * (out.dim() - 1))))  # out is the layer's own
         return out
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..rules import Rule
@@ -162,6 +163,40 @@ def sequential_chunk(x, valid, weight, threshold, count, out, *, learning: Learn
         return sequential_rounds(x, valid, weight, threshold, count, out, learning=learning, step=step)
     return sequential_cpu(x, valid, weight, threshold, count, out, learning=learning, step=step,
                           scan=solver or "auto")
+
+
+def single_position(x, weight, threshold, counters, *, learning: Learning, step: int) -> torch.Tensor:
+    """A learning forward of one position on CPU (a one-sample call, the way an online learner is
+    fed) under a rule whose neurons do not interact (``single_position_serves``): every neuron
+    that fires moves once. One compiled call (``kernels.single_step``) reads each weight row once,
+    projects, fires and moves it, and makes the whole state change, counters included, so that
+    the call needs no chunk guard: it happens whole or not at all. x (K,) a unit row, weight
+    (N, K), threshold (N,), counters (learn_count, fire_count, samples_seen); returns the fired
+    values (N,) and their squared length."""
+    rule = learning.rule
+    learn_count, fire_count, samples_seen = counters
+    if rule.constant_update:  # the move is the same for every neuron: projections in the kernel
+        y = np.empty(0, dtype=x.numpy().dtype)
+        c, d = type(rule).update(0.0, learning.w_boost, 0.0, 0.0, ())
+    else:
+        y = (weight @ x).numpy()  # (N,)
+        c, d = type(rule).update(y.astype(np.float64), learning.w_boost, learn_count.numpy().astype(np.float64),
+                                 float(step), rule.params_array())
+    out = x.new_zeros(weight.shape[0])  # (N,)
+    square_sum = kernels.single_step(x.numpy(), y, weight.numpy(), threshold.numpy(),
+                        np.ascontiguousarray(c, dtype=np.float64).reshape(-1),
+                        np.ascontiguousarray(d, dtype=np.float64).reshape(-1), rule.renormalise,
+                        1.0 - learning.t_decay, learn_count.numpy(), fire_count.numpy(),
+                        samples_seen.view(1).numpy(), out.numpy())
+    return out, square_sum
+
+
+def single_position_serves(learning: Learning, mode: str, x: torch.Tensor, n_neurons: int) -> bool:
+    """Whether :func:`single_position` runs a call of one position: CPU, sequential mode, no forced
+    solver, a renormalising rule each of whose neurons walks on its own, no interacting switch."""
+    return (mode == "sequential" and x.device.type == "cpu" and learning.solver is None
+            and learning.rule.scans and learning.rule.renormalise  # (a diverging rule's chunk is undone)
+            and learning.winners(n_neurons) is None and learning.repulsion == 0)
 
 
 def reference_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, step: int):

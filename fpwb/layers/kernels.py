@@ -402,6 +402,48 @@ def scan_positions(u, gram, scale, stream, active, state, rule, switches, out, w
                     u[j, p] = new_u[l, p]
 
 
+@numba.njit(cache=True, fastmath=True)
+def _dot_same(a, b):
+    """a . b accumulated in the inputs' dtype, reassociated (float32 SIMD: a matrix-vector
+    product at memory speed, where a float64 sum halves the lanes)."""
+    acc = a.dtype.type(0)
+    for k in range(a.shape[0]):
+        acc += a[k] * b[k]
+    return acc
+
+
+@numba.njit(cache=True)
+def single_step(x, y, weight, level, c, d, renormalise, decay, learn_count, fire_count, samples, out):
+    """One position of a rule whose neurons do not interact, the whole state change in one call
+    (a Ctrl-C lands before or after it, never inside), in one pass over the weights: x (K,) the
+    unit input; y (N,) the projections, or empty to compute each here, as the row is read.
+    Neuron j fires where y[j] >= level[j], outputs y[j] (out (N,), zeros in), moves to
+    ``c w + d x`` (c and d of length N, or 1 when the rule's move is constant), renormalised when
+    ``renormalise``, and its level becomes y[j]; then every level decays by ``decay``.
+    learn_count and fire_count (N,) count, samples (1,) counts the sample. Returns the output's
+    squared length (float64)."""
+    given = y.shape[0] > 0
+    square_sum = 0.0
+    for j in range(weight.shape[0]):
+        w = weight[j]
+        value = y[j] if given else _dot_same(w, x)
+        if value >= level[j]:
+            i = j if c.shape[0] > 1 else 0
+            for k in range(w.shape[0]):
+                w[k] = c[i] * w[k] + d[i] * x[k]
+            if renormalise:
+                _normalise(w)
+            level[j] = value
+            out[j] = value
+            square_sum += float(value) * float(value)
+            learn_count[j] += 1
+            if value != 0:
+                fire_count[j] += 1
+        level[j] *= decay
+    samples[0] += 1
+    return square_sum
+
+
 @numba.njit(cache=True)
 def count_fired(out, counts):
     """counts (N,) += the number of non-zero entries in each column of out (P, N): one pass,

@@ -1,9 +1,11 @@
 """FpLinear: a fully connected Frontprop layer."""
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .base import REPULSION_COSINE, FpLayer, unit_rows
+from .base import REPULSION_COSINE, SAFE_EXPONENT, FpLayer, unit_rows
 
 
 class FpLinear(FpLayer):
@@ -56,6 +58,11 @@ class FpLinear(FpLayer):
         single = x.dim() == 1
         x = x.reshape(-1, self.in_features)  # (B, D)
         with torch.no_grad():
+            if len(x) == 1 and self.learning:  # one sample, the way an online learner is fed
+                norm = float(torch.linalg.vector_norm(x))
+                out = self._learn_one(x[0] / norm) if 2.0 ** -SAFE_EXPONENT <= norm < math.inf else None
+                if out is not None:
+                    return out if single else out.unsqueeze(0)
             unit, valid = unit_rows(x)
             every = bool(valid.all())
             rows = None if every else valid.nonzero().squeeze(1)
