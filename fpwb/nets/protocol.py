@@ -334,13 +334,18 @@ def run(spec: NetSpec, data, *, frontprop: dict, kernels=KERNELS, seeds=(0, 1, 2
             initial = _initial(stack)
             start = time.perf_counter()
             if method in frontprop:
+                stopped = False
                 try:
                     stack.fit(X_train, epochs=epochs, batch_size=batch_size, schedule="greedy", seed=seed)
                 except ValueError as error:  # a stage's weights left the finite numbers
-                    if "NaN or Inf" not in str(error):
+                    if "NaN or Inf" not in str(error) and "diverged" not in str(error):
                         raise
+                    stopped = True
+                # The stage that diverged: non-finite weights, or (the layer undid its chunk and
+                # stopped the fit) the first stage short of its samples.
                 diverged = [k + 1 for k, f in enumerate(stack.fp_layers())
-                            if not bool(torch.isfinite(f.weight).all())]
+                            if not bool(torch.isfinite(f.weight).all())
+                            or (stopped and int(f.samples_seen) < epochs * len(X_train))]
                 if diverged:
                     rows.extend({"method": method, "seed": seed, "depth": d, "stage": k, "probe": float("nan"),
                                  "learned_share": None, "redundant": None, "features": 0,
@@ -420,7 +425,8 @@ def table(rows: list[dict], reference: str = "untrained") -> str:
                          f"{100 * e['mean']:.2f} ± {100 * e['std']:.2f}")
         for d in depths:
             e, r = s.get((m, d, d)), s.get((reference, d, d))
-            cells.append("-" if e is None or r is None else f"{100 * (e['mean'] - r['mean']):+.2f}")
+            cells.append("-" if e is None or r is None or np.isnan(e["mean"]) else
+                         f"{100 * (e['mean'] - r['mean']):+.2f}")
         shares = [s[(m, depths[-1], k)]["learned_share"] for k in range(1, depths[-1] + 1)
                   if (m, depths[-1], k) in s]
         cells.append(" / ".join("-" if v is None else f"{v:.2f}" for v in shares))
