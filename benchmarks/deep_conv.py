@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion_mnist")
-    parser.add_argument("--n-train", type=int, default=2000, help="training subsample (every method)")
-    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--n-train", type=int, default=10_000, help="training subsample (every method)")
+    parser.add_argument("--n-test", type=int, default=5_000)
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--kernel-sizes", type=int, nargs="+", default=[5, 3, 3])
     parser.add_argument("--rules", nargs="+", default=None, help="rule names (default: every rule)")

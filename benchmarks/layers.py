@@ -4,9 +4,11 @@ FpLinear(784 -> 1000) over 20,000 images: the per-sample reference loop (lean: o
 product per sample, no checks), ``sequential`` (exact), ``batch`` and a plain ``x @ W.T`` (the
 floor no learning rule can beat), on two schedules: the upstream one (nothing fires for the first
 ~17,000 samples) and a dense one (most samples fire several neurons); the dense schedule again
-with the lateral-inhibition and Oja switches on. Then FpConv2d (16 kernels
-5x5, padding 2, 28x28 images) in both modes. Fashion-MNIST when its files are found, else
-scikit-learn's digits resized to 28x28.
+with the lateral-inhibition and Oja switches on; one-sample calls (the way an online learner is
+fed). Then FpConv2d, a first layer (1 -> 64 kernels 5x5 on 28x28) and a deeper one (64 -> 128
+kernels 3x3 on 14x14), in both modes on a sparse and a dense schedule, against F.conv2d with the
+same kernels (the floor). Fashion-MNIST when its files are found, else scikit-learn's digits
+resized to 28x28.
 
     python benchmarks/layers.py [--samples 20000] [--repeats 3] [--out benchmarks/results/layers.txt]
 """
@@ -120,19 +122,76 @@ def switch_rows(X, repeats):
             for name in configs]
 
 
-def conv_rows(X, n_seq: int, n_batch: int, repeats):
-    def make(mode, n):
-        return (lambda: FpConv2d(1, 16, 5, padding=2, seed=0, mode=mode),
-                lambda layer: feed(layer, X[:n], batch=250))
-    sizes = {"sequential": n_seq, "batch": n_batch}
-    seconds = fastest({mode: make(mode, n) for mode, n in sizes.items()}, repeats)
-    return [(mode, n / seconds[mode]) for mode, n in sizes.items()]
+CONV_LAYERS = {"1 -> 64, 5x5, 28x28": dict(in_channels=1, out_channels=64, kernel_size=5, padding=2),
+               "64 -> 128, 3x3, 14x14": dict(in_channels=64, out_channels=128, kernel_size=3, padding=1)}
+CONV_SCHEDULES = {"sparse": dict(w_boost=0.02, t_decay=0.001), "dense": dict(w_boost=0.02, t_decay=0.003)}
+
+
+def conv_inputs(X):
+    """Each conv layer's input: the images, and for the deeper layer 64 maps of 14x14 (the images
+    through 64 random 5x5 kernels, ReLU and 2x2 max-pooling, as a first stage would give)."""
+    kernels = torch.randn(64, 1, 5, 5, generator=torch.Generator().manual_seed(0))
+    deeper = torch.cat([F.max_pool2d(F.relu(F.conv2d(x, kernels, padding=2)), 2) for x in X.split(500)])
+    return dict(zip(CONV_LAYERS, (X, deeper)))
+
+
+def conv_rows(X, n: int, warm: int, repeats):
+    """Images/s of both conv layers in both modes on both schedules, and of F.conv2d with the same
+    kernels (the floor). Each layer first learns from ``warm`` images (untimed: past the silent
+    start), then n images are timed; fired kernels per location from the timed run."""
+    inputs = conv_inputs(X[:warm + n])
+
+    def make(layer, mode, schedule):
+        def prepare():
+            fp = FpConv2d(**CONV_LAYERS[layer], seed=0, mode=mode, **CONV_SCHEDULES[schedule])
+            feed(fp, inputs[layer][:warm], batch=250)
+            return fp
+        return prepare, lambda fp: feed(fp, inputs[layer][warm:], batch=250)
+
+    def floor(layer):
+        kernels = FpConv2d(**CONV_LAYERS[layer], seed=0).weight
+        padding = CONV_LAYERS[layer]["padding"]
+        return nothing, lambda _: [F.conv2d(x, kernels, padding=padding) for x in inputs[layer][warm:].split(250)]
+
+    cases = {(layer, "floor", "-"): floor(layer) for layer in CONV_LAYERS}
+    cases.update({(layer, mode, schedule): make(layer, mode, schedule) for layer in CONV_LAYERS
+                  for schedule in CONV_SCHEDULES for mode in ("sequential", "batch")})
+    seconds = fastest(cases, repeats)
+    rows = []
+    for (layer, mode, schedule), prepare_run in cases.items():
+        if mode == "floor":
+            continue
+        fp = prepare_run[0]()
+        fired = float((torch.cat([fp(x) for x in inputs[layer][warm:].split(250)]) > 0).float().sum(1).mean())
+        rate, floor_rate = n / seconds[layer, mode, schedule], n / seconds[layer, "floor", "-"]
+        rows.append((layer, schedule, mode, rate, floor_rate, fired))
+    return rows
+
+
+def one_sample_rate(X, n: int, repeats) -> float:
+    """Samples/s of learning forwards of one sample each into FpLinear(784, 1000), dense schedule,
+    after 3,000 samples of warm-up in one call (untimed)."""
+    def prepare():
+        layer = FpLinear(784, 1000, seed=0, **SCHEDULES["dense"])
+        layer(X[:3000])
+        return layer
+
+    stream = X[3000:3000 + n]
+    if not len(stream):
+        raise ValueError(f"one_sample_rate needs more than 3000 samples, got {len(X)}")
+
+    def run(layer):
+        for x in stream:
+            layer(x)
+    return len(stream) / fastest({"one": (prepare, run)}, repeats)["one"]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20_000)
-    parser.add_argument("--conv-samples", type=int, default=5_000)
+    parser.add_argument("--conv-samples", type=int, default=2_000)
+    parser.add_argument("--conv-warm", type=int, default=1_000)
+    parser.add_argument("--one-samples", type=int, default=2_000)
     parser.add_argument("--switch-samples", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=3,
                         help="time each case this many times (interleaved) and keep the fastest run")
@@ -143,7 +202,8 @@ def main(argv=None):
     for mode in ("sequential", "batch"):  # compile the kernels and warm the allocator, untimed
         for switches in ({}, *SWITCHES.values()):
             FpLinear(784, 1000, mode=mode, **SCHEDULES["dense"], **switches)(X[:3000].flatten(1))
-        FpConv2d(1, 16, 5, padding=2, mode=mode)(X[:50])
+        for layer, inputs in conv_inputs(X[:50]).items():
+            FpConv2d(**CONV_LAYERS[layer], mode=mode)(inputs)
     lines = [f"Data: {name}, {args.samples} samples; torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads; each figure the fastest of {args.repeats} interleaved runs", "",
              "FpLinear 784 -> 1000, samples/s (ratios in brackets)",
@@ -158,9 +218,16 @@ def main(argv=None):
               f"switches on, samples/s", f"{'switches':<30}{'sequential':>12}{'batch':>12}"]
     for name, seq, bat in switch_rows(X[:args.switch_samples].flatten(1), args.repeats):
         lines.append(f"{name:<30}{seq:>12,.0f}{bat:>12,.0f}")
-    lines += ["", "FpConv2d 1 -> 16, 5x5, padding 2, 28x28 images, images/s"]
-    for mode, rate in conv_rows(X, args.conv_samples // 2, args.conv_samples, args.repeats):
-        lines.append(f"{mode:<12}{rate:>10,.0f}")
+    rate = one_sample_rate(X.flatten(1), args.one_samples, args.repeats)
+    lines += ["", f"FpLinear 784 -> 1000, dense schedule, one sample per call (an online learner's feed): "
+              f"{rate:,.0f} samples/s ({1e6 / rate:.0f} us per call)"]
+    lines += ["", f"FpConv2d, images/s after {args.conv_warm} images of learning (untimed), "
+              f"{args.conv_samples} timed; floor: F.conv2d with the same kernels",
+              f"{'layer':<24}{'schedule':<10}{'mode':<12}{'images/s':>10}{'floor':>10}{'ratio':>8}"
+              f"{'fired kernels per location':>28}"]
+    for layer, schedule, mode, rate, floor, fired in conv_rows(X, args.conv_samples, args.conv_warm, args.repeats):
+        lines.append(f"{layer:<24}{schedule:<10}{mode:<12}{rate:>10,.0f}{floor:>10,.0f}{rate / floor:>7.2f}x"
+                     f"{fired:>28.1f}")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -8,6 +8,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from fpwb import FpConv2d
+from fpwb.layers import engine
+from fpwb.layers.conv import CONV_MIN_CHANNELS
 from reference import reference_conv, reference_conv_batch
 from state import assert_same_state, state
 
@@ -57,11 +59,17 @@ def test_output_shape_matches_nn_conv2d(kernel_size, stride, padding):
     assert fp.threshold.shape == (4, *ref(X).shape[2:])
 
 
-@pytest.mark.parametrize("solver", [None, "compiled", "tensor"])
-def test_batch_mode_matches_its_reference(solver):
-    X = digit_images(60, channels=2)
+@pytest.mark.parametrize("solver, channels, sparse_move", [
+    (None, 2, None), ("compiled", 2, None), ("tensor", 2, None),
+    # From CONV_MIN_CHANNELS on, patches are never written out: projections by F.conv2d, the move
+    # by the compiled loop over learned patches (sparse) or a weight-gradient convolution (dense).
+    (None, 8, 1.0), (None, 8, 0.0), ("tensor", 8, None)])
+def test_batch_mode_matches_its_reference(solver, channels, sparse_move, monkeypatch):
+    if sparse_move is not None:
+        monkeypatch.setattr(engine, "SPARSE_MOVE", sparse_move)
+    X = digit_images(60, channels=channels) * torch.linspace(0.5, 1.5, channels).view(1, -1, 1, 1)
     X[7] = 0  # skipped: not a step of its chunk
-    layer = FpConv2d(2, 6, (3, 2), (1, 2), (1, 0), mode="batch", t_decay=0.05, seed=0,
+    layer = FpConv2d(channels, 6, (3, 2), (1, 2), (1, 0), mode="batch", t_decay=0.05, seed=0,
                      dtype=torch.float64, normalize_output=False, chunk_size=320)  # 10 samples
     layer.solver = solver
     Ho, Wo = layer.output_size(8, 8)
@@ -73,6 +81,27 @@ def test_batch_mode_matches_its_reference(solver):
     assert (out - ref_out).abs().max() < 1e-9
     assert (layer.weight - ref_W).abs().max() < 1e-9
     assert (layer.threshold - ref_t).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("kernel_size, stride, padding", [(3, 1, 1), ((3, 2), (2, 1), (0, 1))])
+def test_patches_project_and_write_out_as_unfold_does(kernel_size, stride, padding):
+    X = torch.rand(4, CONV_MIN_CHANNELS, 9, 7, dtype=torch.float64)
+    X[1] = 0
+    layer = FpConv2d(CONV_MIN_CHANNELS, 5, kernel_size, stride, padding, seed=0, dtype=torch.float64)
+    patches = layer.patches(X)
+    cols = torch.nn.functional.unfold(X, kernel_size, padding=padding, stride=stride).transpose(1, 2)
+    unit = cols / cols.norm(dim=2, keepdim=True).clamp_min(1e-300)
+    assert torch.allclose(patches.rows(), unit, atol=1e-12)
+    weight = layer.weight.view(5, -1)
+    assert torch.allclose(patches.project(weight), unit @ weight.T, atol=1e-12)
+    assert torch.equal(patches.norm > 0, cols.norm(dim=2) > 0)
+    layer.threshold = torch.zeros(5, *layer.output_size(9, 7), dtype=torch.float64)
+    frozen = layer.eval()(X)  # inference projects by convolution: the same map
+    values = unit @ weight.T  # (B, L, N)
+    fired = values * ((values >= 0) & (cols.norm(dim=2, keepdim=True) > 0))
+    expected = fired / fired.flatten(1).norm(dim=1).clamp_min(1e-300).view(-1, 1, 1)
+    assert (frozen > 0).sum() > 50
+    assert torch.allclose(frozen.flatten(2).transpose(1, 2), expected, atol=1e-12)
 
 
 def test_batch_mode_learns_and_keeps_shapes():

@@ -412,13 +412,13 @@ class FpLayer(nn.Module):
                 raise ValueError(f"{name}: the loaded {counter} must hold counts (integers >= 0)")
 
     def _run(self, x, valid, weight, threshold) -> torch.Tensor:
-        """Apply the rule to x (E, S, K) unit rows, valid (E, S); weight (N, K) and threshold (N, S)
-        are views of the buffers, updated in place.
+        """Apply the rule to x (E, S, K) unit rows (or ``Patches``), valid (E, S); weight (N, K) and
+        threshold (N, S) are views of the buffers, updated in place.
 
         Returns the fired values (E, S, N). Learns in chunks of whole steps when learning.
         """
         if not self.learning:
-            values = x @ weight.T  # (E, S, N)
+            values = engine.projections(x, weight)  # (E, S, N)
             fired = (values >= threshold.T) & valid.unsqueeze(-1)
             if self.k_output:
                 fired = engine.top_k_mask(values, fired, self.k_winners)
@@ -497,7 +497,8 @@ class FpLayer(nn.Module):
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         """Scale each sample's output (B, ...) to unit length when normalize_output is on."""
         if self.normalize_output:
-            norm = torch.linalg.vector_norm(out.flatten(1), dim=1).clamp_min_(torch.finfo(out.dtype).tiny)
+            dims = tuple(range(1, out.dim()))  # a reduction over strided dims: no copy of a transposed out
+            norm = torch.linalg.vector_norm(out, dim=dims).clamp_min_(torch.finfo(out.dtype).tiny)
             out = out.div_(norm.view(-1, *([1] * (out.dim() - 1))))  # out is the layer's own
         return out
 

@@ -39,9 +39,14 @@ import torch
 from ..rules import Rule
 from ..rules.base import column
 from . import kernels
+from .patches import Patches
 
 # Scaled thresholds grow like r**-E over a chunk; keep that factor well inside float32 range.
 MAX_SCALE = 1e6
+#: A conv batch chunk moves its kernels with the compiled loop over learned patches while at most
+#: this share of (position, neuron) pairs learned, else with one weight-gradient convolution
+#: (measured crossover about 5-10% on the 2-core machine for 64 -> 128 kernels 3x3).
+SPARSE_MOVE = 0.05
 #: The solvers each mode can be forced to (``layer.solver``; None picks by device, rule and cost).
 SOLVERS = {"sequential": ("gram", "direct", "rounds", "reference"), "batch": ("compiled", "tensor")}
 
@@ -98,6 +103,13 @@ def check_solver(mode: str, learning: Learning):
     if mode == "batch" and solver == "compiled" and not rule.plain_thresholds:
         raise ValueError(f"solver 'compiled' walks the plain threshold dynamics; rule {rule!r} "
                          f"needs solver='tensor' or None")
+
+
+def reads_patches_in_kernels(mode: str, learning: Learning, device) -> bool:
+    """Whether a conv layer's learning chunks can take ``Patches`` (never written out): batch
+    mode's compiled move on CPU, under a linear rule with plain thresholds and no repulsion."""
+    return mode == "batch" and learning.solver in (None, "compiled") and \
+        writes_in_kernels(mode, learning, device)
 
 
 def writes_in_kernels(mode: str, learning: Learning, device) -> bool:
@@ -240,16 +252,29 @@ def scaled_projections(x, valid, weight, threshold, r):
     return flat_x, scale, u, fires
 
 
+def projections(x, weight) -> torch.Tensor:
+    """Every position's projection on every neuron: x (E, S, K) unit rows or ``Patches``, weight
+    (N, K); returns (E, S, N)."""
+    if isinstance(x, Patches):
+        return x.project(weight)
+    E, S, K = x.shape
+    return (x.reshape(E * S, K) @ weight.T).view(E, S, -1)
+
+
+def rows(x) -> torch.Tensor:
+    """x as (E, S, K) unit rows (``Patches`` written out)."""
+    return x.rows() if isinstance(x, Patches) else x
+
+
 def silent_steps(x, valid, weight, threshold, t_decay) -> int:
-    """How many leading steps of x (E, S, K) fire no neuron from the current state (E when none
-    does). Over those steps a rule with plain thresholds that learns only where neurons fire
-    (``Learning.quiet_until_fired``) only decays its thresholds, in either mode."""
-    E, S, _ = x.shape
-    _, _, u, fires = scaled_projections(x, valid, weight, threshold, 1.0 - t_decay)
-    if not bool(fires.any()):
-        return E
-    reached = (u.view(-1, E, S) >= threshold.unsqueeze(1)) & valid  # (N, E, S)
-    return int(reached.any(2).any(0).to(torch.uint8).argmax())
+    """How many leading steps of x (E, S, K) (or ``Patches``) fire no neuron from the current state
+    (E when none does). Over those steps a rule with plain thresholds that learns only where
+    neurons fire (``Learning.quiet_until_fired``) only decays its thresholds, in either mode."""
+    E = x.shape[0]
+    u = projections(x, weight).mul_(decay_scale(E, 1.0 - t_decay, weight).view(E, 1, 1))  # (E, S, N)
+    reached = (u >= threshold.T) & valid.unsqueeze(-1)  # (E, S, N)
+    steps = reached.flatten(1).any(1)  # (E,)
+    return int(steps.to(torch.uint8).argmax()) if bool(steps.any()) else E
 
 
 def sequential_positions(x, valid, weight, threshold, count, *, learning: Learning, step: int,
@@ -417,9 +442,8 @@ def batch_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, 
     r = 1.0 - learning.t_decay
     k_winners = learning.winners(N)
     solver = learning.solver or ("compiled" if x.device.type == "cpu" else "tensor")
-    scale = decay_scale(E, r, x)  # (E,)
-    flat_x = x.reshape(P, K)
-    values = flat_x @ weight.T  # (P, N)
+    scale = decay_scale(E, r, weight)  # (E,)
+    values = projections(x, weight).view(P, N)  # (P, N)
     if not rule.plain_thresholds:
         learn = threshold_walk(values.view(E, S, N), valid, threshold, out, learning=learning, k_winners=k_winners)
     elif solver == "tensor" and k_winners is None:
@@ -435,13 +459,21 @@ def batch_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, 
                               k_winners or 0, learning.k_output, out.view(P, N))
     if not rule.linear:
         keep = valid.reshape(P)
-        rule.batch_move(flat_x[keep], values[keep], weight, w_boost=learning.w_boost, count=count, step=step)
+        rule.batch_move(rows(x).reshape(P, K)[keep], values[keep], weight, w_boost=learning.w_boost,
+                        count=count, step=step)
     elif solver == "compiled" and learning.repulsion == 0 and x.device.type == "cpu":
         kernels.match_threads()
-        kernels.batch_move(learn.numpy(), kernels.as_array(values), kernels.as_array(flat_x),
-                           weight.numpy(), count.numpy(), float(step), learning.compiled_batch_rule)
+        move = (learn.numpy(), kernels.as_array(values))
+        state = (weight.numpy(), count.numpy(), float(step), learning.compiled_batch_rule)
+        if not isinstance(x, Patches):
+            kernels.batch_move(*move, kernels.as_array(x.reshape(P, K)), *state)
+        elif int(learn.sum()) <= SPARSE_MOVE * P * N:  # each learned patch read from the images
+            kernels.batch_move_patches(*move, x.kernel_source(), *state)
+        else:  # dense: one weight-gradient convolution beats a compiled loop per learned patch
+            batch_move(x, learn, values, weight, count, learning=learning, step=step)
     else:
-        batch_move(flat_x, learn, values, weight, count, learning=learning, step=step)
+        batch_move(x if isinstance(x, Patches) else x.reshape(P, K), learn, values, weight, count,
+                   learning=learning, step=step)
     if rule.plain_thresholds:
         threshold.mul_(r ** E)
     return out
@@ -482,10 +514,11 @@ def batch_firings(values, scale, valid, slot, threshold, k_winners, k_output, ou
     return learn.to(values.device)
 
 
-def batch_move(flat_x, learn, values, weight, count, *, learning: Learning, step: int):
+def batch_move(x, learn, values, weight, count, *, learning: Learning, step: int):
     """The batch weight update with tensors (any device, any switch): the rule's combined move as
-    dense coefficients (``kernels.batch_coefficients``, on CPU), then matmuls. flat_x (P, K),
-    learn and values (P, N); in place on weight (N, K) and count (N,)."""
+    dense coefficients (``kernels.batch_coefficients``, on CPU), then matmuls. x (P, K) unit rows
+    or ``Patches`` (then the inputs' weighted sum is a convolution's weight gradient); learn and
+    values (P, N); in place on weight (N, K) and count (N,)."""
     learners = learn.any(0)  # (N,)
     if not bool(learners.any()):
         return
@@ -497,7 +530,16 @@ def batch_move(flat_x, learn, values, weight, count, *, learning: Learning, step
                                keep.numpy(), coef.numpy())
     count.copy_(counts)
     keep, coef = keep.to(weight)[learners], coef.to(weight)[:, learners]
-    w = keep.unsqueeze(1) * weight[learners] + coef.T @ flat_x  # (L, K)
+    if isinstance(x, Patches):
+        E, S, K = x.shape
+        grad = (coef * x.inverse_norm().to(coef).view(E * S, 1)).view(E, S, -1).transpose(1, 2)  # (E, L, S)
+        images = x.images
+        summed = torch.nn.grad.conv2d_weight(images, (grad.shape[1], images.shape[1], *x.kernel_size),
+                                             grad.reshape(E, -1, *x.out_size), stride=x.stride)
+        summed = summed.reshape(-1, K)  # (L, K)
+    else:
+        summed = coef.T @ x  # (L, K)
+    w = keep.unsqueeze(1) * weight[learners] + summed  # (L, K)
     if learning.repulsion > 0:
         norms = weight.norm(dim=1)
         dots = weight[learners] @ weight.T  # (L, N)

@@ -273,6 +273,43 @@ def batch_move(learned, values, x, weight, count, step0, rule):
         count[j] += n
 
 
+@numba.njit(cache=True, parallel=True)
+def batch_move_patches(learned, values, patches, weight, count, step0, rule):
+    """``batch_move`` for a convolution whose patches are not written out (``fpwb.layers.patches``):
+    each input row is read from the padded images. patches = (images (E, C, Hp, Wp), inverse
+    norms (E, S), geometry (W_out, kH, kW, sH, sW)); position p = e * S + s is the patch at output
+    row s // W_out, column s % W_out of image e, times its inverse norm."""
+    images, inverse, geometry = patches
+    out_width, kh, kw, sh, sw = geometry[0], geometry[1], geometry[2], geometry[3], geometry[4]
+    n_slots, channels = inverse.shape[1], images.shape[1]
+    renormalise = rule[2]
+    start, at = _learned_lists(learned)
+    ys = np.empty(at.shape[0])
+    d = np.empty(at.shape[0])
+    for j in numba.prange(learned.shape[1]):
+        n = start[j + 1] - start[j]
+        if n == 0:
+            continue
+        keep = weight.dtype.type(_combined(values, j, at, start[j], start[j + 1], count, step0, rule, ys, d))
+        w = weight[j]
+        for k in range(w.shape[0]):
+            w[k] *= keep
+        for f in range(start[j], start[j + 1]):
+            e, s = at[f] // n_slots, at[f] % n_slots
+            top, left = (s // out_width) * sh, (s % out_width) * sw
+            share = weight.dtype.type(d[f] * inverse[e, s])
+            k = 0
+            for c in range(channels):
+                for a in range(kh):
+                    line = images[e, c, top + a]
+                    for b in range(kw):
+                        w[k] += share * line[left + b]
+                        k += 1
+        if renormalise:
+            _normalise(w)
+        count[j] += n
+
+
 @numba.njit(cache=True)
 def batch_coefficients(learned, values, count, step0, rule, keep, coef):
     """The batch move as dense coefficients, for the tensor path: keep (N,) the weight of each

@@ -1,0 +1,74 @@
+"""The unit-length input patches of a convolution, kept as the padded images and the patch norms.
+
+``FpConv2d`` learns from every C x kH x kW patch of its input scaled to unit length: E samples of
+S output locations, K = C * kH * kW values each, K times the size of the input itself. Most of the
+work needs only the patches' projections on the kernels, one ``F.conv2d`` divided by the patch
+norms (the conv2d floor), and the compiled batch move reads each patch it needs straight from
+the images (``kernels.batch_move_patches``). ``rows()`` writes the patches out for the solvers that
+walk them (sequential mode, the tensor paths).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class Patches:
+    """Unit patches (E, S, K) of padded images (E, C, Hp, Wp), without writing them out.
+
+    ``norm`` (E, S) holds each patch's length (0: an all-zero patch, which never fires); locations
+    in raster order over the (H_out, W_out) output of ``kernel_size`` / ``stride``. Indexing selects
+    samples, as it would the (E, S, K) tensor."""
+
+    def __init__(self, images: torch.Tensor, norm: torch.Tensor, *, kernel_size: tuple, stride: tuple,
+                 out_size: tuple):
+        self.images, self.norm = images, norm
+        self.kernel_size, self.stride, self.out_size = kernel_size, stride, out_size
+        self.shape = (len(images), norm.shape[1], images.shape[1] * kernel_size[0] * kernel_size[1])
+        self.device, self.dtype = images.device, images.dtype
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index) -> Patches:
+        return Patches(self.images[index], self.norm[index], kernel_size=self.kernel_size,
+                       stride=self.stride, out_size=self.out_size)
+
+    def new_zeros(self, *size) -> torch.Tensor:
+        return self.images.new_zeros(*size)
+
+    def _denominator(self) -> torch.Tensor:
+        E, (Ho, Wo) = len(self), self.out_size
+        return self.norm.clamp_min(torch.finfo(self.dtype).tiny).view(E, Ho, Wo, 1)
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        """Each unit patch's projection on each row of weight (N, K): (E, S, N), one convolution."""
+        E, S, _ = self.shape
+        N = weight.shape[0]
+        kernels = weight.reshape(N, self.images.shape[1], *self.kernel_size)
+        raw = F.conv2d(self.images, kernels, stride=self.stride)  # (E, N, Ho, Wo)
+        out = self.images.new_empty(E, *self.out_size, N)  # written transposed, in one pass
+        torch.div(raw.permute(0, 2, 3, 1), self._denominator(), out=out)
+        return out.view(E, S, N)
+
+    def rows(self) -> torch.Tensor:
+        """The unit patches written out, (E, S, K) (the rows of ``F.unfold``, scaled)."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        windows = self.images.unfold(2, kh, sh).unfold(3, kw, sw)  # (E, C, Ho, Wo, kH, kW)
+        E, C, Ho, Wo = windows.shape[:4]
+        unit = self.images.new_empty(E, Ho, Wo, C, kh, kw)
+        torch.div(windows.permute(0, 2, 3, 1, 4, 5), self._denominator().view(E, Ho, Wo, 1, 1, 1), out=unit)
+        return unit.view(E, Ho * Wo, C * kh * kw)
+
+    def inverse_norm(self) -> torch.Tensor:
+        """1 / norm, 0 for all-zero patches. # (E, S)"""
+        return torch.where(self.norm > 0, 1.0 / self.norm.clamp_min(torch.finfo(self.dtype).tiny),
+                           torch.zeros((), dtype=self.dtype, device=self.device))
+
+    def kernel_source(self) -> tuple:
+        """What ``kernels.batch_move_patches`` reads: the images (E, C, Hp, Wp), the inverse patch
+        norms (E, S) and the geometry (W_out, kH, kW, sH, sW)."""
+        geometry = np.array([self.out_size[1], *self.kernel_size, *self.stride], dtype=np.int64)
+        return (np.ascontiguousarray(self.images.numpy()), np.ascontiguousarray(self.inverse_norm().numpy()),
+                geometry)
