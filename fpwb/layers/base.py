@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import rules
 from . import engine, kernels
+from .kernels import SAFE_EXPONENT
 
 MODES = ("sequential", "batch", "reference")
 #: The dtypes the layers compute in (the compiled kernels are built for these).
@@ -61,9 +62,6 @@ def make_generator(seed) -> torch.Generator | None:
     return torch.Generator().manual_seed(seed)
 
 
-#: Rows whose largest magnitude lies outside [2**-SAFE_EXPONENT, 2**SAFE_EXPONENT] are first scaled
-#: by a power of two (exact), so that squaring them neither overflows nor underflows.
-SAFE_EXPONENT = 60
 
 
 def power_of_two_scale(peak: torch.Tensor) -> torch.Tensor:
@@ -471,20 +469,23 @@ class FpLayer(nn.Module):
             start += steps
         return out
 
-    def _learn_one(self, x: torch.Tensor) -> torch.Tensor | None:
-        """A learning forward of one unit row x (K,) through ``engine.single_position``, output
-        finished (N,); None when that path does not serve this layer (device, mode, rule,
-        switches): the caller takes the general one."""
-        learning = self.learning_setup()
+    def _learn_one(self, x) -> torch.Tensor | None:
+        """A learning forward of one sample x (K,) or (1, K) through ``engine.single_position``,
+        output finished, in x's shape; None when that path does not take it (device, dtype,
+        shape, mode, rule, switches, or an input whose length is zero or extreme): the caller
+        takes the general one, with its checks."""
         weight = self.weight.view(len(self.weight), -1)  # (N, K)
+        if not (isinstance(x, torch.Tensor) and x.is_cpu and weight.is_cpu and x.dtype == weight.dtype
+                and x.dim() in (1, 2) and x.numel() == weight.shape[1] == x.shape[-1]):
+            return None
+        learning = self.learning_setup()
         if not engine.single_position_serves(learning, self.mode, x, len(weight)):
             return None
-        out, square_sum = engine.single_position(
-            x, weight, self.threshold.view(len(weight)), (self.learn_count, self.fire_count, self.samples_seen),
-            learning=learning, step=int(self.samples_seen))
-        if self.normalize_output and square_sum > 0:
-            out.div_(math.sqrt(square_sum))
-        return out
+        out = engine.single_position(x.reshape(-1), weight, self.threshold.view(len(weight)),
+                                     (self.learn_count, self.fire_count, self.samples_seen),
+                                     learning=learning, step=int(self.samples_seen),
+                                     normalize_output=self.normalize_output)
+        return None if out is None else out.view(x.shape[:-1] + out.shape)
 
     def _count_fired(self, out: torch.Tensor):
         """Add the firings in out (..., N) to ``fire_count``."""

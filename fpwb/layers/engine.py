@@ -177,30 +177,39 @@ def sequential_chunk(x, valid, weight, threshold, count, out, *, learning: Learn
                           scan=solver or "auto")
 
 
-def single_position(x, weight, threshold, counters, *, learning: Learning, step: int) -> torch.Tensor:
-    """A learning forward of one position on CPU (a one-sample call, the way an online learner is
+def single_position(x, weight, threshold, counters, *, learning: Learning, step: int,
+                    normalize_output: bool) -> torch.Tensor | None:
+    """A learning forward of one sample on CPU (a one-sample call, the way an online learner is
     fed) under a rule whose neurons do not interact (``single_position_serves``): every neuron
-    that fires moves once. One compiled call (``kernels.single_step``) reads each weight row once,
-    projects, fires and moves it, and makes the whole state change, counters included, so that
-    the call needs no chunk guard: it happens whole or not at all. x (K,) a unit row, weight
-    (N, K), threshold (N,), counters (learn_count, fire_count, samples_seen); returns the fired
-    values (N,) and their squared length."""
+    that fires moves once. One compiled call (``kernels.single_step``) scales x, reads each weight
+    row once, projects, fires and moves it, and makes the whole state change, counters included,
+    so that the call needs no chunk guard: it happens whole or not at all. x (K,) the raw input,
+    weight (N, K), threshold (N,), counters (learn_count, fire_count, samples_seen); returns the
+    finished output (N,), or None, with nothing changed, for an input whose length is zero or not
+    an ordinary number (the general path's checks and scaling take those)."""
     rule = learning.rule
-    learn_count, fire_count, samples_seen = counters
+    x = kernels.as_array(x)
+    unit = np.empty_like(x)
     if rule.constant_update:  # the move is the same for every neuron: projections in the kernel
-        y = np.empty(0, dtype=x.numpy().dtype)
+        y = np.empty(0, dtype=x.dtype)
         c, d = type(rule).update(0.0, learning.w_boost, 0.0, 0.0, ())
     else:
-        y = (weight @ x).numpy()  # (N,)
-        c, d = type(rule).update(y.astype(np.float64), learning.w_boost, learn_count.numpy().astype(np.float64),
-                                 float(step), rule.params_array())
-    out = x.new_zeros(weight.shape[0])  # (N,)
-    square_sum = kernels.single_step(x.numpy(), y, weight.numpy(), threshold.numpy(),
-                        np.ascontiguousarray(c, dtype=np.float64).reshape(-1),
-                        np.ascontiguousarray(d, dtype=np.float64).reshape(-1), rule.renormalise,
-                        1.0 - learning.t_decay, learn_count.numpy(), fire_count.numpy(),
-                        samples_seen.view(1).numpy(), out.numpy())
-    return out, square_sum
+        length = math.sqrt(float(np.dot(x.astype(np.float64), x)))
+        if not 2.0 ** -kernels.SAFE_EXPONENT <= length < math.inf:
+            return None
+        x, unit = (x / x.dtype.type(length)).astype(x.dtype), unit[:0]
+        y = weight.numpy() @ x  # (N,)
+        c, d = type(rule).update(y.astype(np.float64), learning.w_boost,
+                                 counters[0].numpy().astype(np.float64), float(step), rule.params_array())
+    out = torch.zeros(weight.shape[0], dtype=weight.dtype)  # (N,)
+    move = (np.ascontiguousarray(c, dtype=np.float64).reshape(-1),
+            np.ascontiguousarray(d, dtype=np.float64).reshape(-1), rule.renormalise,
+            1.0 - learning.t_decay, normalize_output)
+    learn_count, fire_count, samples_seen = counters
+    status = kernels.single_step(x, unit, y, weight.numpy(), threshold.numpy(), move,
+                                 (learn_count.numpy(), fire_count.numpy(), samples_seen.view(1).numpy()),
+                                 out.numpy())
+    return out if status == 0 else None
 
 
 def single_position_serves(learning: Learning, mode: str, x: torch.Tensor, n_neurons: int) -> bool:

@@ -41,6 +41,11 @@ warnings.filterwarnings("ignore", message="First-class function type feature is 
                         category=numba.NumbaExperimentalFeatureWarning)
 
 
+#: Rows whose largest magnitude lies outside [2**-SAFE_EXPONENT, 2**SAFE_EXPONENT] are first scaled
+#: by a power of two (exact), so that squaring them neither overflows nor underflows.
+SAFE_EXPONENT = 60
+
+
 def match_threads():
     """Let the parallel kernels use as many threads as torch does (``torch.set_num_threads``,
     ``OMP_NUM_THREADS``), so that a one-thread measurement stays one thread."""
@@ -450,24 +455,39 @@ def _dot_same(a, b):
 
 
 @numba.njit(cache=True)
-def single_step(x, y, weight, level, c, d, renormalise, decay, learn_count, fire_count, samples, out):
-    """One position of a rule whose neurons do not interact, the whole state change in one call
-    (a Ctrl-C lands before or after it, never inside), in one pass over the weights: x (K,) the
-    unit input; y (N,) the projections, or empty to compute each here, as the row is read.
-    Neuron j fires where y[j] >= level[j], outputs y[j] (out (N,), zeros in), moves to
-    ``c w + d x`` (c and d of length N, or 1 when the rule's move is constant), renormalised when
-    ``renormalise``, and its level becomes y[j]; then every level decays by ``decay``.
-    learn_count and fire_count (N,) count, samples (1,) counts the sample. Returns the output's
-    squared length (float64)."""
+def single_step(x, unit, y, weight, level, move, counters, out):
+    """One sample of a rule whose neurons do not interact, the whole state change in one call (a
+    Ctrl-C lands before or after it, never inside) and one pass over the weights.
+
+    x (K,) the input; ``unit`` (K,) receives it scaled to unit length (or, when empty, x is unit
+    already). y (N,) the projections, or empty to compute each here as its row is read. Neuron j
+    fires where y[j] >= level[j], outputs y[j] (out (N,), zeros in), moves to ``c w + d x``,
+    renormalised when the rule does, and its level becomes y[j]; then every level decays.
+    move = (c, d, renormalise, decay, normalize_output): c and d of length N, or 1 when the
+    rule's move is constant; normalize_output scales out to unit length. counters =
+    (learn_count, fire_count, samples) with samples (1,). Returns 0, or -1 without a change when
+    x's length is not an ordinary number (zero, tiny, overflowing, NaN: the caller's general path
+    handles those)."""
+    c, d, renormalise, decay, normalize_output = move
+    learn_count, fire_count, samples = counters
+    if unit.shape[0] > 0:
+        length = math.sqrt(_dot(x, x))
+        if not (2.0 ** -SAFE_EXPONENT <= length < math.inf):
+            return -1
+        scale = x.dtype.type(length)
+        for k in range(x.shape[0]):
+            unit[k] = x[k] / scale
+    else:
+        unit = x
     given = y.shape[0] > 0
     square_sum = 0.0
     for j in range(weight.shape[0]):
         w = weight[j]
-        value = y[j] if given else _dot_same(w, x)
+        value = y[j] if given else _dot_same(w, unit)
         if value >= level[j]:
             i = j if c.shape[0] > 1 else 0
             for k in range(w.shape[0]):
-                w[k] = c[i] * w[k] + d[i] * x[k]
+                w[k] = c[i] * w[k] + d[i] * unit[k]
             if renormalise:
                 _normalise(w)
             level[j] = value
@@ -478,7 +498,11 @@ def single_step(x, y, weight, level, c, d, renormalise, decay, learn_count, fire
                 fire_count[j] += 1
         level[j] *= decay
     samples[0] += 1
-    return square_sum
+    if normalize_output and square_sum > 0:
+        length = out.dtype.type(math.sqrt(square_sum))
+        for j in range(out.shape[0]):
+            out[j] /= length
+    return 0
 
 
 @numba.njit(cache=True)

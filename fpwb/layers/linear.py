@@ -1,11 +1,9 @@
 """FpLinear: a fully connected Frontprop layer."""
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .base import REPULSION_COSINE, SAFE_EXPONENT, FpLayer, unit_rows
+from .base import REPULSION_COSINE, FpLayer, unit_rows
 
 
 class FpLinear(FpLayer):
@@ -51,6 +49,11 @@ class FpLinear(FpLayer):
                                                      device=self.weight.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.learning:  # one sample, the way an online learner is fed: one compiled call
+            with torch.no_grad():
+                out = self._learn_one(x)
+            if out is not None:
+                return out
         x = self._check_tensor(x)
         if x.dim() not in (1, 2) or x.shape[-1] != self.in_features:
             raise ValueError(f"FpLinear expects input of shape (batch, {self.in_features}) or "
@@ -58,11 +61,6 @@ class FpLinear(FpLayer):
         single = x.dim() == 1
         x = x.reshape(-1, self.in_features)  # (B, D)
         with torch.no_grad():
-            if len(x) == 1 and self.learning:  # one sample, the way an online learner is fed
-                norm = float(torch.linalg.vector_norm(x))
-                out = self._learn_one(x[0] / norm) if 2.0 ** -SAFE_EXPONENT <= norm < math.inf else None
-                if out is not None:
-                    return out if single else out.unsqueeze(0)
             unit, valid = unit_rows(x)
             every = bool(valid.all())
             rows = None if every else valid.nonzero().squeeze(1)
