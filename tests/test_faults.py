@@ -85,6 +85,39 @@ def test_an_interrupt_anywhere_leaves_the_state_after_the_first_k_samples(kind, 
     assert torch.equal(layer(X[k:]), clean(X[k:])), "the rest of the stream goes on as if nothing happened"
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_interrupt_in_a_one_sample_call_lands_before_or_after_the_sample(when, monkeypatch):
+    """A one-sample call makes its whole state change in one compiled call, during which Python
+    runs no signal handler: a SIGINT lands before it (the layer as it was) or after it (the layer
+    holding the state after that sample, samples_seen counting it)."""
+    X = torch.tensor(load_digits().data[:60], dtype=torch.float32)
+    layer = FpLinear(64, 20, w_boost=0.05, t_decay=0.02, seed=0)
+    for x in X[:40]:
+        layer(x)
+    start = state(layer)
+    real = kernels.single_step
+
+    def interrupted(*args):
+        if when == "before":
+            signal.raise_signal(signal.SIGINT)
+        status = real(*args)
+        signal.raise_signal(signal.SIGINT)
+        return status
+    monkeypatch.setattr(kernels, "single_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        layer(X[40])
+    monkeypatch.setattr(kernels, "single_step", real)
+    clean = FpLinear(64, 20, w_boost=0.05, t_decay=0.02, seed=0)
+    clean.load_state_dict(start)
+    if when == "after":
+        clean(X[40])
+    assert_same_state(state(clean), state(layer))
+    assert int(layer.samples_seen) - int(start["samples_seen"]) == (when == "after")
+    for x in X[41:]:  # the stream goes on as if nothing had happened
+        assert torch.equal(layer(x), clean(x))
+    assert_same_state(state(clean), state(layer))
+
+
 @pytest.mark.parametrize("point", ["before a chunk", "in the silent lookahead"])
 @pytest.mark.parametrize("mode", ["sequential", "batch"])
 @pytest.mark.parametrize("kind", LAYERS)
