@@ -436,7 +436,8 @@ class FpLayer(nn.Module):
         # alone (fire_count), so a restored layer computes bit for bit what the original does.
         lookahead = steps * max(1, engine.max_steps(self.t_decay, SILENT_LOOKAHEAD // S) // steps)
         solve = engine.batch_chunk if mode == "batch" else engine.sequential_chunk
-        out = x.new_zeros(E, S, weight.shape[0])  # (E, S, N), filled chunk by chunk
+        # (E, S, N), filled chunk by chunk: batch chunks write every entry, sequential ones the firings
+        out = x.new_empty(E, S, weight.shape[0]) if mode == "batch" else x.new_zeros(E, S, weight.shape[0])
         first_step = int(self.samples_seen)
         full_guard = not (engine.writes_in_kernels(mode, learning, x.device) and self.rule.renormalise)
         start = 0
@@ -450,6 +451,7 @@ class FpLayer(nn.Module):
                     if mode == "batch" and not quiet:
                         skip -= skip % steps
                     threshold.mul_((1.0 - self.t_decay) ** skip)
+                    out[start:start + skip].zero_()
                     self.samples_seen += skip
                 start += skip
                 if quiet:

@@ -463,16 +463,15 @@ def batch_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, 
         torch.mul(values, learn, out=out.view(P, N))
         threshold.copy_(torch.maximum(threshold, running[-1].T))
     else:
-        learn = batch_firings(values, scale.repeat_interleave(S), valid.reshape(P),
-                              torch.arange(P, device=x.device).remainder_(S), threshold,
-                              k_winners or 0, learning.k_output, out.view(P, N))
+        learn = batch_firings(values, scale, valid.reshape(P), S, threshold, k_winners or 0,
+                              learning.k_output, out.view(P, N))
     if not rule.linear:
         keep = valid.reshape(P)
         rule.batch_move(rows(x).reshape(P, K)[keep], values[keep], weight, w_boost=learning.w_boost,
                         count=count, step=step)
     elif solver == "compiled" and learning.repulsion == 0 and x.device.type == "cpu":
         kernels.match_threads()
-        move = (learn.numpy(), kernels.as_array(values))
+        move = (kernels.learned_lists(learn.numpy(), kernels.threads()), kernels.as_array(values))
         state = (weight.numpy(), count.numpy(), float(step), learning.compiled_batch_rule)
         if not isinstance(x, Patches):
             kernels.batch_move(*move, kernels.as_array(x.reshape(P, K)), *state)
@@ -506,16 +505,18 @@ def threshold_walk(values, valid, threshold, out, *, learning: Learning, k_winne
     return learn.view(E * S, N)
 
 
-def batch_firings(values, scale, valid, slot, threshold, k_winners, k_output, out):
+def batch_firings(values, scale, valid, n_slots, threshold, k_winners, k_output, out):
     """Run ``kernels.batch_walk`` (on CPU; other devices copy there and back). Flat shapes:
-    values and out (P, N) (zeros in, fired values out), scale, valid and slot (P,); threshold
-    (N, S) becomes the chunk-end level. Returns where each neuron learned, (P, N) bool."""
+    values and out (P, N) (out: every entry written, fired values or 0), valid (P,), position
+    p = e * n_slots + s, scale (E,) of each step; threshold (N, S) becomes the chunk-end level.
+    Returns where each neuron learned, (P, N) bool."""
     cpu = values.device.type == "cpu"
     level = threshold if cpu else threshold.cpu()  # the walk updates it in place
-    fired = out if cpu else torch.zeros(out.shape, dtype=out.dtype)
-    learn = torch.zeros(values.shape, dtype=torch.bool)
+    fired = out if cpu else torch.empty(out.shape, dtype=out.dtype)
+    learn = torch.empty(values.shape, dtype=torch.bool)
+    kernels.match_threads()
     kernels.batch_walk(kernels.as_array(values.cpu()), kernels.as_array(scale.cpu()),
-                       kernels.as_array(valid.cpu()), kernels.as_array(slot.cpu()), level.numpy(),
+                       kernels.as_array(valid.cpu()), n_slots, level.numpy(),
                        k_winners, k_output, fired.numpy(), learn.numpy())
     if not cpu:
         threshold.copy_(level)
@@ -534,7 +535,8 @@ def batch_move(x, learn, values, weight, count, *, learning: Learning, step: int
     keep = torch.empty(weight.shape[0], dtype=torch.float64)
     coef = torch.zeros(learn.shape, dtype=torch.float64)  # (P, N)
     counts = count.cpu()
-    kernels.batch_coefficients(kernels.as_array(learn.cpu()), kernels.as_array(values.cpu()),
+    lists = kernels.learned_lists(kernels.as_array(learn.cpu()), kernels.threads())
+    kernels.batch_coefficients(lists, kernels.as_array(values.cpu()),
                                counts.numpy(), float(step), learning.compiled_batch_rule,
                                keep.numpy(), coef.numpy())
     count.copy_(counts)

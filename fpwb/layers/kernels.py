@@ -46,6 +46,11 @@ warnings.filterwarnings("ignore", message="First-class function type feature is 
 SAFE_EXPONENT = 60
 
 
+def threads() -> int:
+    """How many threads the parallel kernels use now."""
+    return numba.get_num_threads()
+
+
 def match_threads():
     """Let the parallel kernels use as many threads as torch does (``torch.set_num_threads``,
     ``OMP_NUM_THREADS``), so that a one-thread measurement stays one thread."""
@@ -181,60 +186,71 @@ def _choose_winners(fired_u, n_fired, k_winners, chosen):
             chosen[best] = True
 
 
-@numba.njit(cache=True)
-def batch_walk(values, scale, valid, slot, level, k_winners, k_output, out, learned):
+@numba.njit(cache=True, parallel=True)
+def batch_walk(values, scale, valid, n_slots, level, k_winners, k_output, out, learned):
     """Firing decisions of one batch chunk (see ``fpwb.layers.engine.batch_chunk``): every position
     sees the chunk-start weights, thresholds follow the stream as in sequential mode.
 
-    values (P, N) projections with the chunk-start weights, scale (P,) the decay scale of each
-    position's step; in place: level (N, S) scaled levels (chunk-start thresholds in, levels at
-    the chunk end before its decay out), out (P, N) fired values (zeros in; with ``k_output``
-    the winners' only) and learned (P, N) where a neuron learned: it fired and, with
-    ``k_winners`` > 0, was among the k most excited (ties go to the lower index).
+    values (P, N) projections with the chunk-start weights, position p = e * n_slots + s; scale
+    (E,) the decay scale of each step; in place: level (N, S) scaled levels (chunk-start
+    thresholds in, levels at the chunk end before its decay out), out (P, N) fired values, 0
+    elsewhere, every entry written (with ``k_output`` the winners' only) and learned (P, N)
+    where a neuron learned (False elsewhere): it fired and, with ``k_winners`` > 0, was among the
+    k most excited (ties go to the lower index). A slot's levels depend only on its own
+    positions, so the slots are walked in parallel, each in stream order.
     """
     n_pos, n_neurons = values.shape
-    fired = np.empty(n_neurons, np.int64)
-    fired_u = np.empty(n_neurons)
-    chosen = np.zeros(n_neurons, np.bool_)
-    for i in range(n_pos):
-        if not valid[i]:
-            continue
-        s = slot[i]
-        n_fired = 0
-        for j in range(n_neurons):
-            scaled = values[i, j] * scale[i]
-            if scaled >= level[j, s]:
-                fired[n_fired] = j
-                fired_u[n_fired] = scaled
-                n_fired += 1
-        _choose_winners(fired_u, n_fired, k_winners, chosen)
-        for f in range(n_fired):
-            j = fired[f]
-            if chosen[f]:
-                learned[i, j] = True
-                level[j, s] = fired_u[f]
-            if chosen[f] or not k_output:
-                out[i, j] = values[i, j]
+    for s in numba.prange(n_slots):
+        fired = np.empty(n_neurons, np.int64)
+        fired_u = np.empty(n_neurons)
+        chosen = np.zeros(n_neurons, np.bool_)
+        for i in range(s, n_pos, n_slots):
+            for j in range(n_neurons):
+                out[i, j] = 0
+                learned[i, j] = False
+            if not valid[i]:
+                continue
+            step_scale = scale[i // n_slots]
+            n_fired = 0
+            for j in range(n_neurons):
+                scaled = values[i, j] * step_scale
+                if scaled >= level[j, s]:
+                    fired[n_fired] = j
+                    fired_u[n_fired] = scaled
+                    n_fired += 1
+            _choose_winners(fired_u, n_fired, k_winners, chosen)
+            for f in range(n_fired):
+                j = fired[f]
+                if chosen[f]:
+                    learned[i, j] = True
+                    level[j, s] = fired_u[f]
+                if chosen[f] or not k_output:
+                    out[i, j] = values[i, j]
 
 
-@numba.njit(cache=True)
-def _learned_lists(learned):
-    """Where each neuron learned, as flat lists: positions at[start[j]:start[j + 1]] of neuron j,
-    in stream order. learned (P, N) bool."""
+@numba.njit(cache=True, parallel=True)
+def learned_lists(learned, blocks):
+    """Where each neuron learned, as flat lists (start, at): positions at[start[j]:start[j + 1]]
+    of neuron j, in stream order. learned (P, N) bool. Neurons are split into ``blocks`` blocks
+    (the thread count: each thread reads its block's columns of every row)."""
     n_pos, n_neurons = learned.shape
+    blocks = max(1, min(n_neurons, blocks))
+    size = (n_neurons + blocks - 1) // blocks
     start = np.zeros(n_neurons + 1, np.int64)
-    for i in range(n_pos):
-        for j in range(n_neurons):
-            start[j + 1] += learned[i, j]
+    for b in numba.prange(blocks):
+        for i in range(n_pos):
+            for j in range(b * size, min(n_neurons, (b + 1) * size)):
+                start[j + 1] += learned[i, j]
     for j in range(n_neurons):
         start[j + 1] += start[j]
     at = np.empty(start[n_neurons], np.int64)
-    filled = start[:-1].copy()
-    for i in range(n_pos):
-        for j in range(n_neurons):
-            if learned[i, j]:
-                at[filled[j]] = i
-                filled[j] += 1
+    for b in numba.prange(blocks):
+        filled = start[:-1].copy()
+        for i in range(n_pos):
+            for j in range(b * size, min(n_neurons, (b + 1) * size)):
+                if learned[i, j]:
+                    at[filled[j]] = i
+                    filled[j] += 1
     return start, at
 
 
@@ -250,17 +266,18 @@ def _combined(values, j, at, first, last, count, step0, rule, ys, d):
 
 
 @numba.njit(cache=True, parallel=True)
-def batch_move(learned, values, x, weight, count, step0, rule):
+def batch_move(lists, values, x, weight, count, step0, rule):
     """The batch rule's weight update, in place on weight (N, K) and count (N,): each neuron that
     learned at n positions moves once, ``w' = c * w + sum_i d[i] * x_i`` with (c, d) from the
     rule's ``batch_update`` (``rule`` holds it in place of ``update``), renormalised when the rule
-    does. learned and values (P, N), x (P, K). Works on the learned entries only, one neuron at a
-    time so that its weights stay in cache while its inputs are added."""
+    does. lists: where each neuron learned (``learned_lists``); values (P, N), x (P, K). Works on
+    the learned entries only, one neuron at a time so that its weights stay in cache while its
+    inputs are added."""
     renormalise = rule[2]
-    start, at = _learned_lists(learned)
+    start, at = lists
     ys = np.empty(at.shape[0])
     d = np.empty(at.shape[0])
-    for j in numba.prange(learned.shape[1]):
+    for j in numba.prange(values.shape[1]):
         n = start[j + 1] - start[j]
         if n == 0:
             continue
@@ -279,7 +296,7 @@ def batch_move(learned, values, x, weight, count, step0, rule):
 
 
 @numba.njit(cache=True, parallel=True)
-def batch_move_patches(learned, values, patches, weight, count, step0, rule):
+def batch_move_patches(lists, values, patches, weight, count, step0, rule):
     """``batch_move`` for a convolution whose patches are not written out (``fpwb.layers.patches``):
     each input row is read from the padded images. patches = (images (E, C, Hp, Wp), inverse
     norms (E, S), geometry (W_out, kH, kW, sH, sW)); position p = e * S + s is the patch at output
@@ -288,10 +305,10 @@ def batch_move_patches(learned, values, patches, weight, count, step0, rule):
     out_width, kh, kw, sh, sw = geometry[0], geometry[1], geometry[2], geometry[3], geometry[4]
     n_slots, channels = inverse.shape[1], images.shape[1]
     renormalise = rule[2]
-    start, at = _learned_lists(learned)
+    start, at = lists
     ys = np.empty(at.shape[0])
     d = np.empty(at.shape[0])
-    for j in numba.prange(learned.shape[1]):
+    for j in numba.prange(values.shape[1]):
         n = start[j + 1] - start[j]
         if n == 0:
             continue
@@ -316,14 +333,14 @@ def batch_move_patches(learned, values, patches, weight, count, step0, rule):
 
 
 @numba.njit(cache=True)
-def batch_coefficients(learned, values, count, step0, rule, keep, coef):
+def batch_coefficients(lists, values, count, step0, rule, keep, coef):
     """The batch move as dense coefficients, for the tensor path: keep (N,) the weight of each
     neuron's start weight, coef (P, N) the weight of each input (zeros in); count (N,) += the
-    learnings. Neurons that did not learn keep 1."""
-    start, at = _learned_lists(learned)
+    learnings (lists: ``learned_lists``). Neurons that did not learn keep 1."""
+    start, at = lists
     ys = np.empty(at.shape[0])
     d = np.empty(at.shape[0])
-    for j in range(learned.shape[1]):
+    for j in range(values.shape[1]):
         n = start[j + 1] - start[j]
         if n == 0:
             keep[j] = 1.0

@@ -38,6 +38,9 @@ class Patches:
     def new_zeros(self, *size) -> torch.Tensor:
         return self.images.new_zeros(*size)
 
+    def new_empty(self, *size) -> torch.Tensor:
+        return self.images.new_empty(*size)
+
     def _denominator(self) -> torch.Tensor:
         E, (Ho, Wo) = len(self), self.out_size
         return self.norm.clamp_min(torch.finfo(self.dtype).tiny).view(E, Ho, Wo, 1)
