@@ -2,8 +2,8 @@
 
 ``FpLinear`` and ``FpConv2d`` (on the shared ``base.FpLayer``), ``FpStack`` (layers with plain torch
 modules between them), ``to_frontprop`` (swap a model's Linear / Conv2d for Fp layers), and the
-machinery under them: ``engine`` (a chunk of inputs through a rule, exactly) and ``kernels`` (its
-compiled CPU loops). What a neuron does when it fires comes from ``fpwb.rules``.
+machinery under them: ``engine`` (a chunk of inputs through a rule, exactly), ``kernels`` (its
+compiled CPU loops) and ``patches`` (a convolution's unit patches without writing them out). What a neuron does when it fires comes from ``fpwb.rules``.
 
 May import: torch, numba, numpy, ``fpwb.rules``.
 """
