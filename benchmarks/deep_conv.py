@@ -70,7 +70,8 @@ def main(argv=None):
                 continue
             share = "-" if e["learned_share"] is None else f"{e['learned_share']:.2f}"
             red = "-" if e["redundant"] is None else f"{e['redundant']:.2f}"
-            stages.append(f"| {m} | {k} | {100 * e['mean']:.2f} ± {100 * e['std']:.2f} | {share} | {red} |")
+            probe = "diverged" if np.isnan(e["mean"]) else f"{100 * e['mean']:.2f} ± {100 * e['std']:.2f}"
+            stages.append(f"| {m} | {k} | {probe} | {share} | {red} |")
     command = "python benchmarks/deep_conv.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     text = "\n".join([
         "# Deep conv nets: Frontprop against the same net untrained",
