@@ -279,8 +279,10 @@ def silent_steps(x, valid, weight, threshold, t_decay) -> int:
     """How many leading steps of x (E, S, K) (or ``Patches``) fire no neuron from the current state
     (E when none does). Over those steps a rule with plain thresholds that learns only where
     neurons fire (``Learning.quiet_until_fired``) only decays its thresholds, in either mode."""
-    E = x.shape[0]
+    E, S = x.shape[:2]
     u = projections(x, weight).mul_(decay_scale(E, 1.0 - t_decay, weight).view(E, 1, 1))  # (E, S, N)
+    if S == 1 and bool(valid.all()) and not bool((u.view(E, -1).amax(0) >= threshold[:, 0]).any()):
+        return E  # one slot, nothing fires: one reduction
     reached = (u >= threshold.T) & valid.unsqueeze(-1)  # (E, S, N)
     steps = reached.flatten(1).any(1)  # (E,)
     return int(steps.to(torch.uint8).argmax()) if bool(steps.any()) else E
@@ -517,7 +519,7 @@ def batch_firings(values, scale, valid, n_slots, threshold, k_winners, k_output,
     kernels.match_threads()
     kernels.batch_walk(kernels.as_array(values.cpu()), kernels.as_array(scale.cpu()),
                        kernels.as_array(valid.cpu()), n_slots, level.numpy(),
-                       k_winners, k_output, fired.numpy(), learn.numpy())
+                       k_winners, k_output, fired.numpy(), learn.numpy(), kernels.threads())
     if not cpu:
         threshold.copy_(level)
         out.copy_(fired)

@@ -187,7 +187,7 @@ def _choose_winners(fired_u, n_fired, k_winners, chosen):
 
 
 @numba.njit(cache=True, parallel=True)
-def batch_walk(values, scale, valid, n_slots, level, k_winners, k_output, out, learned):
+def batch_walk(values, scale, valid, n_slots, level, k_winners, k_output, out, learned, blocks):
     """Firing decisions of one batch chunk (see ``fpwb.layers.engine.batch_chunk``): every position
     sees the chunk-start weights, thresholds follow the stream as in sequential mode.
 
@@ -197,9 +197,25 @@ def batch_walk(values, scale, valid, n_slots, level, k_winners, k_output, out, l
     elsewhere, every entry written (with ``k_output`` the winners' only) and learned (P, N)
     where a neuron learned (False elsewhere): it fired and, with ``k_winners`` > 0, was among the
     k most excited (ties go to the lower index). A slot's levels depend only on its own
-    positions, so the slots are walked in parallel, each in stream order.
+    positions, so the slots walk in parallel (each in stream order); with fewer slots than
+    ``blocks`` (FpLinear has one) and no k_winners, where each neuron's levels depend only on its
+    own values, ``blocks`` blocks of neurons walk in parallel instead.
     """
     n_pos, n_neurons = values.shape
+    if k_winners == 0 and n_slots < blocks:
+        blocks = max(1, min(n_neurons, blocks))
+        size = (n_neurons + blocks - 1) // blocks
+        for b in numba.prange(blocks):
+            first, last = b * size, min(n_neurons, (b + 1) * size)
+            for i in range(n_pos):
+                s, step_scale = i % n_slots, scale[i // n_slots]
+                for j in range(first, last):
+                    fires = valid[i] and values[i, j] * step_scale >= level[j, s]
+                    learned[i, j] = fires
+                    out[i, j] = values[i, j] if fires else 0
+                    if fires:
+                        level[j, s] = values[i, j] * step_scale
+        return
     for s in numba.prange(n_slots):
         fired = np.empty(n_neurons, np.int64)
         fired_u = np.empty(n_neurons)
