@@ -78,7 +78,7 @@ def unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     whose norm overflows or is tiny (its squares may have underflowed) is first scaled exactly by
     a power of two; other rows are left as they are, so their results do not change by a bit."""
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # (..., 1)
-    low, high = torch.aminmax(norm) if norm.numel() else (norm.new_ones(()), norm.new_ones(()))
+    low, high = torch.aminmax(norm.detach()) if norm.numel() else (norm.new_ones(()), norm.new_ones(()))
     if float(low) < 2.0 ** -SAFE_EXPONENT or math.isinf(float(high)):  # all-zero rows are here too
         risky = (norm < 2.0 ** -SAFE_EXPONENT) | torch.isinf(norm)
         peak = torch.where(risky, x.abs().amax(dim=-1, keepdim=True) if x.shape[-1] else norm, norm)
@@ -311,10 +311,10 @@ class FpLayer(nn.Module):
                              f"move it to a real device (.to('cpu') and fresh weights) first")
         # A finite sum proves every value finite (NaN and Inf propagate); only an overflowing sum
         # of finite values needs the element-wise check.
-        if not (math.isfinite(float(x.sum())) or bool(torch.isfinite(x).all())):
+        if not (math.isfinite(float(x.detach().sum())) or bool(torch.isfinite(x).all())):
             raise ValueError(f"{name} input contains NaN or Inf values")
         cast = x.to(self.weight.dtype)
-        if cast.dtype != x.dtype and not (math.isfinite(float(cast.sum())) or bool(torch.isfinite(cast).all())):
+        if cast.dtype != x.dtype and not (math.isfinite(float(cast.detach().sum())) or bool(torch.isfinite(cast).all())):
             raise ValueError(f"{name} computes in {self.weight.dtype}: input values of up to "
                              f"{float(x.abs().max()):.3g} overflow it (largest finite "
                              f"{torch.finfo(self.weight.dtype).max:.3g}); scale the input or use a float64 layer")
