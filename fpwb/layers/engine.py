@@ -189,16 +189,15 @@ def single_position(x, weight, threshold, counters, *, learning: Learning, step:
     an ordinary number (the general path's checks and scaling take those)."""
     rule = learning.rule
     x = kernels.as_array(x)
-    unit = np.empty_like(x)
-    if rule.constant_update:  # the move is the same for every neuron: projections in the kernel
-        y = np.empty(0, dtype=x.dtype)
+    if rule.constant_update:  # the same move for every neuron: the kernel scales x and projects
+        unit, y = np.empty_like(x), np.empty(0, dtype=x.dtype)
         c, d = type(rule).update(0.0, learning.w_boost, 0.0, 0.0, ())
-    else:
+    else:  # the move depends on y: scale x and project here, then the rule's (c, d) per neuron
         length = math.sqrt(float(np.dot(x.astype(np.float64), x)))
         if not 2.0 ** -kernels.SAFE_EXPONENT <= length < math.inf:
             return None
-        x, unit = (x / x.dtype.type(length)).astype(x.dtype), unit[:0]
-        y = weight.numpy() @ x  # (N,)
+        x = (x / x.dtype.type(length)).astype(x.dtype)
+        unit, y = np.empty(0, dtype=x.dtype), weight.numpy() @ x  # (N,)
         c, d = type(rule).update(y.astype(np.float64), learning.w_boost,
                                  counters[0].numpy().astype(np.float64), float(step), rule.params_array())
     out = torch.zeros(weight.shape[0], dtype=weight.dtype)  # (N,)
@@ -216,7 +215,7 @@ def single_position_serves(learning: Learning, mode: str, x: torch.Tensor, n_neu
     """Whether :func:`single_position` runs a call of one position: CPU, sequential mode, no forced
     solver, a renormalising rule each of whose neurons walks on its own, no interacting switch."""
     return (mode == "sequential" and x.device.type == "cpu" and learning.solver is None
-            and learning.rule.scans and learning.rule.renormalise  # (a diverging rule's chunk is undone)
+            and learning.rule.scans and learning.rule.renormalise  # (others can diverge: the general path undoes that)
             and learning.winners(n_neurons) is None and learning.repulsion == 0)
 
 
