@@ -485,9 +485,9 @@ class FpLayer(nn.Module):
             return None
         out = engine.single_position(x.reshape(-1), weight, self.threshold.view(len(weight)),
                                      (self.learn_count, self.fire_count, self.samples_seen),
-                                     learning=learning, step=int(self.samples_seen),
+                                     learning=learning,
                                      normalize_output=self.normalize_output)
-        return None if out is None else out.view(x.shape[:-1] + out.shape)
+        return out if out is None or x.dim() == 1 else out.unsqueeze(0)
 
     def _count_fired(self, out: torch.Tensor):
         """Add the firings in out (..., N) to ``fire_count``."""

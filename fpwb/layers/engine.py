@@ -177,16 +177,17 @@ def sequential_chunk(x, valid, weight, threshold, count, out, *, learning: Learn
                           scan=solver or "auto")
 
 
-def single_position(x, weight, threshold, counters, *, learning: Learning, step: int,
+def single_position(x, weight, threshold, counters, *, learning: Learning,
                     normalize_output: bool) -> torch.Tensor | None:
     """A learning forward of one sample on CPU (a one-sample call, the way an online learner is
     fed) under a rule whose neurons do not interact (``single_position_serves``): every neuron
     that fires moves once. One compiled call (``kernels.single_step``) scales x, reads each weight
     row once, projects, fires and moves it, and makes the whole state change, counters included,
     so that the call needs no chunk guard: it happens whole or not at all. x (K,) the raw input,
-    weight (N, K), threshold (N,), counters (learn_count, fire_count, samples_seen); returns the
-    finished output (N,), or None, with nothing changed, for an input whose length is zero or not
-    an ordinary number (the general path's checks and scaling take those)."""
+    weight (N, K), threshold (N,), counters (learn_count, fire_count, samples_seen: this
+    sample's step); returns the finished output (N,), or None, with nothing changed, for an
+    input whose length is zero or not an ordinary number (the general path's checks and
+    scaling take those)."""
     rule = learning.rule
     x = kernels.as_array(x)
     if rule.constant_update:  # the same move for every neuron: the kernel scales x and projects
@@ -199,14 +200,14 @@ def single_position(x, weight, threshold, counters, *, learning: Learning, step:
         x = (x / x.dtype.type(length)).astype(x.dtype)
         unit, y = np.empty(0, dtype=x.dtype), weight.numpy() @ x  # (N,)
         c, d = type(rule).update(y.astype(np.float64), learning.w_boost,
-                                 counters[0].numpy().astype(np.float64), float(step), rule.params_array())
+                                 counters[0].numpy().astype(np.float64), float(counters[2]), rule.params_array())
     out = torch.zeros(weight.shape[0], dtype=weight.dtype)  # (N,)
     move = (np.ascontiguousarray(c, dtype=np.float64).reshape(-1),
             np.ascontiguousarray(d, dtype=np.float64).reshape(-1), rule.renormalise,
             1.0 - learning.t_decay, normalize_output)
     learn_count, fire_count, samples_seen = counters
     status = kernels.single_step(x, unit, y, weight.numpy(), threshold.numpy(), move,
-                                 (learn_count.numpy(), fire_count.numpy(), samples_seen.view(1).numpy()),
+                                 (learn_count.numpy(), fire_count.numpy(), samples_seen.numpy().reshape(1)),
                                  out.numpy())
     return out if status == 0 else None
 

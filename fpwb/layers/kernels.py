@@ -487,6 +487,21 @@ def _dot_same(a, b):
     return acc
 
 
+@numba.njit(cache=True, fastmath=True)
+def _move_row(w, x, c, d, renormalise):
+    """w <- c w + d x in place, then scaled to unit length when ``renormalise``: one pass that
+    moves and sums the squares (reassociated: SIMD), one that scales."""
+    squares = 0.0
+    for k in range(w.shape[0]):
+        v = c * w[k] + d * x[k]
+        w[k] = v
+        squares += v * v
+    if renormalise:
+        scale = w.dtype.type(1.0 / math.sqrt(squares))
+        for k in range(w.shape[0]):
+            w[k] *= scale
+
+
 @numba.njit(cache=True)
 def single_step(x, unit, y, weight, level, move, counters, out):
     """One sample of a rule whose neurons do not interact, the whole state change in one call (a
@@ -519,10 +534,7 @@ def single_step(x, unit, y, weight, level, move, counters, out):
         value = y[j] if given else _dot_same(w, unit)
         if value >= level[j]:
             i = j if c.shape[0] > 1 else 0
-            for k in range(w.shape[0]):
-                w[k] = c[i] * w[k] + d[i] * unit[k]
-            if renormalise:
-                _normalise(w)
+            _move_row(w, unit, w.dtype.type(c[i]), w.dtype.type(d[i]), renormalise)
             level[j] = value
             out[j] = value
             square_sum += float(value) * float(value)
