@@ -471,24 +471,6 @@ class FpLayer(nn.Module):
             start += steps
         return out
 
-    def _learn_one(self, x) -> torch.Tensor | None:
-        """A learning forward of one sample x (K,) or (1, K) through ``engine.single_position``,
-        output finished, in x's shape; None when that path does not take it (device, dtype,
-        shape, mode, rule, switches, or an input whose length is zero or extreme): the caller
-        takes the general one, with its checks."""
-        weight = self.weight.view(len(self.weight), -1)  # (N, K)
-        if not (isinstance(x, torch.Tensor) and x.is_cpu and weight.is_cpu and x.dtype == weight.dtype
-                and x.dim() in (1, 2) and x.numel() == weight.shape[1] == x.shape[-1]):
-            return None
-        learning = self.learning_setup()
-        if not engine.single_position_serves(learning, self.mode, x, len(weight)):
-            return None
-        out = engine.single_position(x.reshape(-1), weight, self.threshold.view(len(weight)),
-                                     (self.learn_count, self.fire_count, self.samples_seen),
-                                     learning=learning,
-                                     normalize_output=self.normalize_output)
-        return out if out is None or x.dim() == 1 else out.unsqueeze(0)
-
     def _count_fired(self, out: torch.Tensor):
         """Add the firings in out (..., N) to ``fire_count``."""
         flat = out.reshape(-1, out.shape[-1])  # (E * S, N)

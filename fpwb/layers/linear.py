@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from . import engine
 from .base import REPULSION_COSINE, FpLayer, unit_rows
 
 
@@ -75,6 +76,23 @@ class FpLinear(FpLayer):
                 out[rows] = fired
             out = self._finish(out)
         return out[0] if single else out
+
+    def _learn_one(self, x) -> torch.Tensor | None:
+        """A learning forward of one sample x (D,) or (1, D) through ``engine.single_position``,
+        output finished, in x's shape; None when that path does not take it (device, dtype,
+        shape, mode, rule, switches, or an input whose length is zero or extreme): the caller
+        takes the general one, with its checks."""
+        weight = self.weight  # (N, D)
+        if not (isinstance(x, torch.Tensor) and x.is_cpu and weight.is_cpu and x.dtype == weight.dtype
+                and x.dim() in (1, 2) and x.numel() == self.in_features == x.shape[-1]):
+            return None
+        learning = self.learning_setup()
+        if not engine.single_position_serves(learning, self.mode, x, self.out_features):
+            return None
+        out = engine.single_position(x.reshape(-1), weight, self.threshold,
+                                     (self.learn_count, self.fire_count, self.samples_seen),
+                                     learning=learning, normalize_output=self.normalize_output)
+        return out if out is None or x.dim() == 1 else out.unsqueeze(0)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
