@@ -26,8 +26,11 @@ does not fire. Scaled projections ``u = (w . x) * r**-e`` and levels: see ``fpwb
   per-position rule and later projections are recomputed as dot products, O(inputs) each.
 - ``scan_positions``: position by position, for the switches under which neurons interact
   (k-winners-take-all, repulsion).
-- ``batch_walk`` (firing decisions of a batch chunk), ``batch_move`` (its sparse combined move) and
-  ``batch_coefficients`` (the same move as dense coefficients, for the tensor path).
+- ``batch_walk`` (firing decisions of a batch chunk), ``learned_lists`` (where each neuron learned),
+  ``batch_move`` (the sparse combined move), ``batch_move_patches`` (the same, reading a
+  convolution's patches from its images) and ``batch_coefficients`` (the move as dense
+  coefficients, for the tensor path).
+- ``single_step``: one sample, the whole state change in one call (FpLinear's one-sample calls).
 """
 import math
 import warnings
