@@ -284,6 +284,20 @@ def _combined(values, j, at, first, last, count, step0, rule, ys, d):
     return update_batch(ys[first:last], last - first, w_boost, float(count[j]), step0, params, d[first:last])
 
 
+@numba.njit(cache=True)
+def _start_move(values, j, lists, count, step0, rule, ys, d, w) -> int:
+    """The shared start of a batch move of neuron j: the rule's combined move over its learned
+    positions (``_combined``: fills d), w scaled by the start weight's coefficient. Returns how
+    many positions it learned at (0: nothing to do)."""
+    start, at = lists
+    n = start[j + 1] - start[j]
+    if n > 0:
+        keep = w.dtype.type(_combined(values, j, at, start[j], start[j + 1], count, step0, rule, ys, d))
+        for k in range(w.shape[0]):
+            w[k] *= keep
+    return n
+
+
 @numba.njit(cache=True, parallel=True)
 def batch_move(lists, values, x, weight, count, step0, rule):
     """The batch rule's weight update, in place on weight (N, K) and count (N,): each neuron that
@@ -292,24 +306,19 @@ def batch_move(lists, values, x, weight, count, step0, rule):
     does. lists: where each neuron learned (``learned_lists``); values (P, N), x (P, K). Works on
     the learned entries only, one neuron at a time so that its weights stay in cache while its
     inputs are added."""
-    renormalise = rule[2]
     start, at = lists
-    ys = np.empty(at.shape[0])
-    d = np.empty(at.shape[0])
+    ys, d = np.empty(at.shape[0]), np.empty(at.shape[0])
     for j in numba.prange(values.shape[1]):
-        n = start[j + 1] - start[j]
+        w = weight[j]
+        n = _start_move(values, j, lists, count, step0, rule, ys, d, w)
         if n == 0:
             continue
-        keep = weight.dtype.type(_combined(values, j, at, start[j], start[j + 1], count, step0, rule, ys, d))
-        w = weight[j]
-        for k in range(w.shape[0]):
-            w[k] *= keep
         for f in range(start[j], start[j + 1]):
             row = x[at[f]]
             share = weight.dtype.type(d[f])
             for k in range(w.shape[0]):
                 w[k] += share * row[k]
-        if renormalise:
+        if rule[2]:  # renormalise
             _normalise(w)
         count[j] += n
 
@@ -323,18 +332,13 @@ def batch_move_patches(lists, values, patches, weight, count, step0, rule):
     images, inverse, geometry = patches
     out_width, kh, kw, sh, sw = geometry[0], geometry[1], geometry[2], geometry[3], geometry[4]
     n_slots, channels = inverse.shape[1], images.shape[1]
-    renormalise = rule[2]
     start, at = lists
-    ys = np.empty(at.shape[0])
-    d = np.empty(at.shape[0])
+    ys, d = np.empty(at.shape[0]), np.empty(at.shape[0])
     for j in numba.prange(values.shape[1]):
-        n = start[j + 1] - start[j]
+        w = weight[j]
+        n = _start_move(values, j, lists, count, step0, rule, ys, d, w)
         if n == 0:
             continue
-        keep = weight.dtype.type(_combined(values, j, at, start[j], start[j + 1], count, step0, rule, ys, d))
-        w = weight[j]
-        for k in range(w.shape[0]):
-            w[k] *= keep
         for f in range(start[j], start[j + 1]):
             e, s = at[f] // n_slots, at[f] % n_slots
             top, left = (s // out_width) * sh, (s % out_width) * sw
@@ -346,7 +350,7 @@ def batch_move_patches(lists, values, patches, weight, count, step0, rule):
                     for b in range(kw):
                         w[k] += share * line[left + b]
                         k += 1
-        if renormalise:
+        if rule[2]:  # renormalise
             _normalise(w)
         count[j] += n
 
