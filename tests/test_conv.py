@@ -2,13 +2,14 @@
 import functools
 import math
 
+import numba
 import pytest
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
 from fpwb import FpConv2d
-from fpwb.layers import engine
+from fpwb.layers import engine, kernels
 from fpwb.layers.conv import CONV_MIN_CHANNELS
 from reference import reference_conv, reference_conv_batch
 from state import assert_same_state, state
@@ -62,7 +63,8 @@ def test_output_shape_matches_nn_conv2d(kernel_size, stride, padding):
 @pytest.mark.parametrize("solver, channels, sparse_move", [
     (None, 2, None), ("compiled", 2, None), ("tensor", 2, None),
     # From CONV_MIN_CHANNELS on, patches are never written out: projections by F.conv2d, the move
-    # by the compiled loop over learned patches (sparse) or a weight-gradient convolution (dense).
+    # by the compiled loop over learned patches (SPARSE_MOVE 1: always) or a weight-gradient
+    # convolution (SPARSE_MOVE 0: from the second chunk on).
     (None, 8, 1.0), (None, 8, 0.0), ("tensor", 8, None)])
 def test_batch_mode_matches_its_reference(solver, channels, sparse_move, monkeypatch):
     if sparse_move is not None:
@@ -189,3 +191,30 @@ def test_cuda_matches_cpu_float64():
     cpu = FpConv2d(1, 4, 3, padding=1, t_decay=0.01, seed=0, dtype=torch.float64)
     gpu = FpConv2d(1, 4, 3, padding=1, t_decay=0.01, seed=0, dtype=torch.float64, device="cuda")
     assert (cpu(X) - gpu(X.cuda()).cpu()).abs().max() < 1e-9
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread only")
+@pytest.mark.parametrize("channels, sparse_move", [(2, None), (CONV_MIN_CHANNELS, 1.0), (CONV_MIN_CHANNELS, 0.0)])
+def test_conv_batch_kernel_gives_the_same_bits_on_any_thread_count(channels, sparse_move, monkeypatch):
+    if sparse_move is not None:
+        monkeypatch.setattr(engine, "SPARSE_MOVE", sparse_move)
+    X = digit_images(80, channels).float()
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(kernels, "match_threads", lambda: numba.set_num_threads(threads))
+        layer = FpConv2d(channels, 7, 3, padding=1, mode="batch", t_decay=0.05, seed=3, chunk_size=640)
+        results.append((layer(X), layer.weight.clone(), layer.threshold.clone(), layer.fire_count.clone(),
+                        layer.learn_count.clone()))
+    assert (results[0][0] > 0).sum() > 1000
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
+
+
+def test_conv_batch_counts_the_non_zero_firings_and_returns_the_conv_layout():
+    X = digit_images(60, CONV_MIN_CHANNELS)
+    layer = FpConv2d(CONV_MIN_CHANNELS, 5, 3, padding=1, mode="batch", t_decay=0.05, seed=0,
+                     dtype=torch.float64, normalize_output=False)
+    out = layer(X)
+    assert out.is_contiguous()  # written in place in the (B, C, H, W) layout, no transposed copy
+    assert torch.equal(layer.fire_count, (out != 0).sum((0, 2, 3)))
+    assert torch.equal(layer.learn_count, layer.fire_count)  # no k_winners: every firing learns

@@ -437,7 +437,7 @@ class FpLayer(nn.Module):
         lookahead = steps * max(1, engine.max_steps(self.t_decay, SILENT_LOOKAHEAD // S) // steps)
         solve = engine.batch_chunk if mode == "batch" else engine.sequential_chunk
         # (E, S, N), filled chunk by chunk: batch chunks write every entry, sequential ones the firings
-        out = x.new_empty(E, S, weight.shape[0]) if mode == "batch" else x.new_zeros(E, S, weight.shape[0])
+        out = self._output_buffer(x, (E, S, weight.shape[0]), mode)
         first_step = int(self.samples_seen)
         full_guard = not (engine.writes_in_kernels(mode, learning, x.device) and self.rule.renormalise)
         start = 0
@@ -458,26 +458,25 @@ class FpLayer(nn.Module):
                     continue
             chunk = slice(start, start + steps)
             with self._chunk_guard(weights=full_guard):
+                counts = dict(fire_count=self.fire_count) if mode == "batch" else {}  # batch chunks count their firings
                 solve(x[chunk], valid[chunk], weight, threshold, self.learn_count, out[chunk],
-                      learning=learning, step=first_step + start)
+                      learning=learning, step=first_step + start, **counts)
                 if not self.rule.renormalise and not bool(torch.isfinite(weight).all()):
                     raise ValueError(f"rule {self.rule!r} diverged (weights left the finite numbers) in mode "
                                      f"{self.mode!r} with w_boost={self.w_boost:g}: lower w_boost (or, in batch "
                                      f"mode, chunk_size: a chunk sums its updates); the layer holds the state "
                                      f"after the {int(self.samples_seen) - first_step} samples before that chunk")
-                self._count_fired(out[chunk])
+                if mode != "batch":
+                    engine.count_fired(out[chunk], self.fire_count)
                 self.samples_seen += len(x[chunk])
             quiet = False
             start += steps
         return out
 
-    def _count_fired(self, out: torch.Tensor):
-        """Add the firings in out (..., N) to ``fire_count``."""
-        flat = out.reshape(-1, out.shape[-1])  # (E * S, N)
-        if flat.device.type == "cpu":
-            kernels.count_fired(flat.numpy(), self.fire_count.numpy())
-        else:
-            self.fire_count += (flat != 0).sum(0)
+    def _output_buffer(self, x, shape: tuple, mode: str) -> torch.Tensor:
+        """The (E, S, N) output of a learning forward, filled chunk by chunk: batch chunks write
+        every entry, sequential ones the firings (zeros in)."""
+        return x.new_empty(*shape) if mode == "batch" else x.new_zeros(*shape)
 
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         """Scale each sample's output (B, ...) to unit length when normalize_output is on."""

@@ -147,6 +147,14 @@ class FpConv2d(FpLayer):
         patches = self.patches(x)
         return patches.rows(), patches.norm > 0
 
+    def _output_buffer(self, x, shape: tuple, mode: str) -> torch.Tensor:
+        """Batch mode writes the output in the convolution's (E, N, S) layout, the layout
+        ``forward`` returns; a view of it in the chunks' (E, S, N)."""
+        if mode != "batch":
+            return super()._output_buffer(x, shape, mode)
+        E, S, N = shape
+        return x.new_empty(E, N, S).transpose(1, 2)
+
     def reset_thresholds(self):
         """Forget the thresholds (and so the input size); the next forward starts them at 1.0."""
         self.threshold = None

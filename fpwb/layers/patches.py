@@ -41,19 +41,27 @@ class Patches:
     def new_empty(self, *size) -> torch.Tensor:
         return self.images.new_empty(*size)
 
+    def denominator(self) -> torch.Tensor:
+        """The patch lengths, all-zero patches' raised to the smallest normal number (their
+        projections stay 0). # (E, S)"""
+        return self.norm.clamp_min(torch.finfo(self.dtype).tiny)
+
     def _denominator(self) -> torch.Tensor:
         E, (Ho, Wo) = len(self), self.out_size
-        return self.norm.clamp_min(torch.finfo(self.dtype).tiny).view(E, Ho, Wo, 1)
+        return self.denominator().view(E, Ho, Wo, 1)
 
-    def project(self, weight: torch.Tensor) -> torch.Tensor:
-        """Each unit patch's projection on each row of weight (N, K): (E, S, N), one convolution."""
-        E, S, _ = self.shape
+    def raw_projections(self, weight: torch.Tensor) -> torch.Tensor:
+        """Each patch's projection on each row of weight (N, K) before the patch is scaled to
+        unit length, one convolution in its own layout: (E, N, S)."""
         N = weight.shape[0]
         kernels = weight.reshape(N, self.images.shape[1], *self.kernel_size)
-        raw = F.conv2d(self.images, kernels, stride=self.stride)  # (E, N, Ho, Wo)
-        out = self.images.new_empty(E, *self.out_size, N)  # written transposed, in one pass
-        torch.div(raw.permute(0, 2, 3, 1), self._denominator(), out=out)
-        return out.view(E, S, N)
+        return F.conv2d(self.images, kernels, stride=self.stride).view(len(self), N, -1)
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        """Each unit patch's projection on each row of weight (N, K): an (E, S, N) view of an
+        (E, N, S) tensor (the convolution's layout, which is the layer's output layout)."""
+        raw = self.raw_projections(weight)  # (E, N, S)
+        return raw.div_(self.denominator().unsqueeze(1)).transpose(1, 2)
 
     def rows(self) -> torch.Tensor:
         """The unit patches written out, (E, S, K) (the rows of ``F.unfold``, scaled)."""
@@ -68,6 +76,11 @@ class Patches:
         """1 / norm, 0 for all-zero patches. # (E, S)"""
         return torch.where(self.norm > 0, 1.0 / self.norm.clamp_min(torch.finfo(self.dtype).tiny),
                            torch.zeros((), dtype=self.dtype, device=self.device))
+
+    def channels_last(self) -> torch.Tensor:
+        """The images as (E, Hp, Wp * C): a patch row is kW * C contiguous values."""
+        E, C, Hp, Wp = self.images.shape
+        return self.images.permute(0, 2, 3, 1).reshape(E, Hp, Wp * C)
 
     def kernel_source(self) -> tuple:
         """What ``kernels.batch_move_patches`` reads: the images (E, C, Hp, Wp), the inverse patch
