@@ -127,17 +127,16 @@ class FpConv2d(FpLayer):
 
     def patches(self, x: torch.Tensor) -> Patches:
         """Every C x kH x kW patch of x (B, C, H, W) scaled to unit length, locations in raster
-        order, as ``Patches`` (the padded input and the patch norms: nothing written out). A
-        sample of extreme magnitudes is first scaled exactly by a power of two, so that its
-        patches' squares neither overflow nor underflow. The norms: the squares summed over
-        channels, then over each window (one single-channel convolution)."""
+        order, as ``Patches`` (the padded input and the patch norms: nothing written out). The
+        norms come from one small convolution of x**2. A sample of extreme magnitudes is first
+        scaled exactly by a power of two, so that its patches' squares neither overflow nor
+        underflow."""
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         peak = x.abs().flatten(1).amax(1) if x.numel() else x.new_zeros(len(x))  # (B,)
         if bool(((peak > 2.0 ** SAFE_EXPONENT) | ((peak < 2.0 ** -SAFE_EXPONENT) & (peak > 0))).any()):
             x = x * power_of_two_scale(peak).view(-1, 1, 1, 1)  # exact; squares stay in range
-        squares = (x * x).sum(1, keepdim=True) if self.in_channels > 1 else x * x  # (B, 1, H, W)
-        ones = x.new_ones(1, 1, kh, kw)
-        norm = F.conv2d(squares, ones, stride=self.stride, padding=self.padding).sqrt_()  # (B, 1, Ho, Wo)
+        ones = x.new_ones(1, self.in_channels, kh, kw)
+        norm = F.conv2d(x * x, ones, stride=self.stride, padding=self.padding).sqrt_()  # (B, 1, Ho, Wo)
         padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
         return Patches(padded, norm.reshape(len(x), norm.shape[2] * norm.shape[3]), kernel_size=self.kernel_size, stride=self.stride,
                        out_size=tuple(norm.shape[2:]))
