@@ -37,6 +37,8 @@ def reference_run(kernel_size, stride, padding, channels):
 @pytest.mark.parametrize("kernel_size, stride, padding, channels", [
     ((3, 2), (1, 2), (1, 0), 1),
     (3, 1, 1, 2),
+    # From CONV_MIN_CHANNELS on, the walk (solvers None and 'direct') reads patches from the images.
+    ((3, 2), (1, 2), (1, 0), CONV_MIN_CHANNELS),
 ])
 def test_sequential_matches_reference(kernel_size, stride, padding, channels, solver):
     X, (ref_out, ref_W, ref_t) = reference_run(kernel_size, stride, padding, channels)
@@ -44,7 +46,7 @@ def test_sequential_matches_reference(kernel_size, stride, padding, channels, so
                      dtype=torch.float64, normalize_output=False, chunk_size=300)
     layer.solver = solver
     out = layer(X)
-    assert (ref_out > 0).sum() > 2000, "the schedule should fire often"
+    assert (ref_out > 0).sum() > 1000, "the schedule should fire often"
     assert (out - ref_out).abs().max() < 1e-5
     assert (layer.weight - ref_W).abs().max() < 1e-5
     assert (layer.threshold - ref_t).abs().max() < 1e-5
@@ -194,15 +196,17 @@ def test_cuda_matches_cpu_float64():
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread only")
-@pytest.mark.parametrize("channels, sparse_move", [(2, None), (CONV_MIN_CHANNELS, 1.0), (CONV_MIN_CHANNELS, 0.0)])
-def test_conv_batch_kernel_gives_the_same_bits_on_any_thread_count(channels, sparse_move, monkeypatch):
+@pytest.mark.parametrize("mode, channels, sparse_move", [
+    ("batch", 2, None), ("batch", CONV_MIN_CHANNELS, 1.0), ("batch", CONV_MIN_CHANNELS, 0.0),
+    ("sequential", 2, None), ("sequential", CONV_MIN_CHANNELS, None)])
+def test_conv_kernels_give_the_same_bits_on_any_thread_count(mode, channels, sparse_move, monkeypatch):
     if sparse_move is not None:
         monkeypatch.setattr(engine, "SPARSE_MOVE", sparse_move)
     X = digit_images(80, channels).float()
     results = []
     for threads in (1, 2):
         monkeypatch.setattr(kernels, "match_threads", lambda: numba.set_num_threads(threads))
-        layer = FpConv2d(channels, 7, 3, padding=1, mode="batch", t_decay=0.05, seed=3, chunk_size=640)
+        layer = FpConv2d(channels, 7, 3, padding=1, mode=mode, t_decay=0.05, seed=3, chunk_size=640)
         results.append((layer(X), layer.weight.clone(), layer.threshold.clone(), layer.fire_count.clone(),
                         layer.learn_count.clone()))
     assert (results[0][0] > 0).sum() > 1000
@@ -210,9 +214,10 @@ def test_conv_batch_kernel_gives_the_same_bits_on_any_thread_count(channels, spa
         assert torch.equal(one, two)
 
 
-def test_conv_batch_counts_the_non_zero_firings_and_returns_the_conv_layout():
+@pytest.mark.parametrize("mode", ["sequential", "batch"])
+def test_conv_kernels_count_the_non_zero_firings_and_return_the_conv_layout(mode):
     X = digit_images(60, CONV_MIN_CHANNELS)
-    layer = FpConv2d(CONV_MIN_CHANNELS, 5, 3, padding=1, mode="batch", t_decay=0.05, seed=0,
+    layer = FpConv2d(CONV_MIN_CHANNELS, 5, 3, padding=1, mode=mode, t_decay=0.05, seed=0,
                      dtype=torch.float64, normalize_output=False)
     out = layer(X)
     assert out.is_contiguous()  # written in place in the (B, C, H, W) layout, no transposed copy

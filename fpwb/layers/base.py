@@ -458,16 +458,13 @@ class FpLayer(nn.Module):
                     continue
             chunk = slice(start, start + steps)
             with self._chunk_guard(weights=full_guard):
-                counts = dict(fire_count=self.fire_count) if mode == "batch" else {}  # batch chunks count their firings
                 solve(x[chunk], valid[chunk], weight, threshold, self.learn_count, out[chunk],
-                      learning=learning, step=first_step + start, **counts)
+                      learning=learning, step=first_step + start, fire_count=self.fire_count)
                 if not self.rule.renormalise and not bool(torch.isfinite(weight).all()):
                     raise ValueError(f"rule {self.rule!r} diverged (weights left the finite numbers) in mode "
                                      f"{self.mode!r} with w_boost={self.w_boost:g}: lower w_boost (or, in batch "
                                      f"mode, chunk_size: a chunk sums its updates); the layer holds the state "
                                      f"after the {int(self.samples_seen) - first_step} samples before that chunk")
-                if mode != "batch":
-                    engine.count_fired(out[chunk], self.fire_count)
                 self.samples_seen += len(x[chunk])
             quiet = False
             start += steps
@@ -475,7 +472,7 @@ class FpLayer(nn.Module):
 
     def _output_buffer(self, x, shape: tuple, mode: str) -> torch.Tensor:
         """The (E, S, N) output of a learning forward, filled chunk by chunk: batch chunks write
-        every entry, sequential ones the firings (zeros in)."""
+        every entry, sequential ones the firings (zeros in). The chunks count the firings."""
         return x.new_empty(*shape) if mode == "batch" else x.new_zeros(*shape)
 
     def _finish(self, out: torch.Tensor) -> torch.Tensor:

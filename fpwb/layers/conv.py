@@ -148,12 +148,10 @@ class FpConv2d(FpLayer):
         return patches.rows(), patches.norm > 0
 
     def _output_buffer(self, x, shape: tuple, mode: str) -> torch.Tensor:
-        """Batch mode writes the output in the convolution's (E, N, S) layout, the layout
-        ``forward`` returns; a view of it in the chunks' (E, S, N)."""
-        if mode != "batch":
-            return super()._output_buffer(x, shape, mode)
+        """The output in the convolution's (E, N, S) layout, the layout ``forward`` returns (the
+        conv kernels write it so); a view of it in the chunks' (E, S, N)."""
         E, S, N = shape
-        return x.new_empty(E, N, S).transpose(1, 2)
+        return super()._output_buffer(x, (E, N, S), mode).transpose(1, 2)
 
     def reset_thresholds(self):
         """Forget the thresholds (and so the input size); the next forward starts them at 1.0."""

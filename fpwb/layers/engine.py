@@ -107,7 +107,10 @@ def check_solver(mode: str, learning: Learning):
 
 def reads_patches_in_kernels(mode: str, learning: Learning, device) -> bool:
     """Whether a conv layer's learning chunks can take ``Patches`` (never written out): batch
-    mode's compiled move on CPU, under a linear rule with plain thresholds and no repulsion."""
+    mode's compiled move on CPU, under a linear rule with plain thresholds and no repulsion, or
+    sequential mode's ``kernels.scan_conv`` (no k_winners)."""
+    if mode == "sequential":
+        return scans_conv(learning, device) and learning.k_winners is None
     return mode == "batch" and learning.solver in (None, "compiled") and \
         writes_in_kernels(mode, learning, device)
 
@@ -153,19 +156,45 @@ def _stream(x, valid, step):
             position.remainder(S).numpy(), position.div(S, rounding_mode="floor").double().add_(step).numpy())
 
 
-def sequential_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, step: int):
+def sequential_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, step: int, fire_count):
     """Run the exact per-position rule over one chunk, in place on ``weight``, ``threshold`` and
     ``count``.
 
-    x: (E, S, K) unit rows (zero rows where ``valid`` is False); valid: (E, S) bool;
-    weight: (N, K); threshold: (N, S); count: (N,) learnings per neuron; step: the global index of
-    the chunk's first sample; out: (E, S, N) zeros, filled with the fired values (y where the
-    neuron fired at that position, 0 elsewhere) and returned.
+    x: (E, S, K) unit rows (zero rows where ``valid`` is False), or ``Patches`` (a convolution
+    on CPU whose walk reads them from the images); valid: (E, S) bool; weight: (N, K);
+    threshold: (N, S); count: (N,) learnings per neuron; step: the global index of the chunk's
+    first sample; out: (E, S, N) zeros, filled with the fired values (y where the neuron fired at
+    that position, 0 elsewhere) and returned; fire_count (N,) grows by its non-zero entries.
     """
+    rule, solver = learning.rule, learning.solver
+    k_winners = learning.winners(weight.shape[0])
+    if x.shape[1] > 1 and scans_conv(learning, x.device) and k_winners is None:
+        return sequential_conv(x, valid, weight, threshold, count, out, learning=learning, step=step,
+                               fire_count=fire_count)
+    if not out.is_contiguous():  # the (E, N, S) layout of a convolution's output
+        E, S, N = out.shape
+        sequential_chunk(x, valid, weight, threshold, count, contiguous := out.new_zeros(E, S, N),
+                         learning=learning, step=step, fire_count=fire_count)
+        return out.copy_(contiguous)
+    _sequential(x, valid, weight, threshold, count, out, learning=learning, step=step, k_winners=k_winners)
+    count_fired(out, fire_count)
+    return out
+
+
+def scans_conv(learning: Learning, device) -> bool:
+    """Whether a convolution's sequential chunk runs ``kernels.scan_conv`` (on CPU, no forced
+    solver but 'direct', a rule each of whose neurons walks on its own, no repulsion; k_winners
+    is checked by the caller, who knows the kernel count)."""
+    return (device.type == "cpu" and learning.solver in (None, "direct") and learning.rule.scans
+            and learning.repulsion == 0)
+
+
+def _sequential(x, valid, weight, threshold, count, out, *, learning: Learning, step: int, k_winners):
+    """``sequential_chunk`` on unit rows into a contiguous out: the solver the rule, switches and
+    device call for."""
     rule, solver = learning.rule, learning.solver
     if solver == "reference" or not rule.scans:
         return reference_chunk(x, valid, weight, threshold, count, out, learning=learning, step=step)
-    k_winners = learning.winners(weight.shape[0])
     if k_winners is not None or learning.repulsion > 0:
         scan = solver if solver in ("gram", "direct") else "auto"
         fired, won = sequential_positions(x, valid, weight, threshold, count, learning=learning,
@@ -519,32 +548,24 @@ def batch_conv_chunk(x, valid, weight, threshold, count, out, *, learning: Learn
     N = weight.shape[0]
     r = 1.0 - learning.t_decay
     lazy = isinstance(x, Patches)
-    if lazy:
-        raw, denominator = x.raw_projections(weight), x.denominator()  # (E, N, S), (E, S)
-    else:
-        raw, denominator = torch.matmul(weight, x.transpose(1, 2)), x.new_ones(E, S)  # (E, N, S), (E, S)
-    target = out.transpose(1, 2)  # (E, N, S)
-    written = target if target.is_contiguous() else out.new_empty(E, N, S)
-    dtype = kernels.as_array(weight).dtype
-    no_rows, no_images = np.empty((0, K), dtype=dtype), np.empty((0, 1, 1), dtype=dtype)
-    geometry = np.zeros(6, dtype=np.int64)
     # Dense learning: one weight-gradient convolution beats adding each learned patch. The share
     # of learned pairs so far (state, not this chunk: a restored layer chooses as the original).
     dense = lazy and step > 0 and float(fire_count.sum()) > SPARSE_MOVE * step * S * N
-    if lazy and not dense:
-        C, (kh, kw) = x.images.shape[1], x.kernel_size
-        moved = weight.view(N, C, kh, kw).permute(0, 2, 3, 1).contiguous().view(N, K)  # (N, kH * kW * C)
-        geometry[:] = (x.out_size[1], kh, kw, *x.stride, C)
-        source = (no_rows, x.channels_last().numpy(), geometry)
-    else:
+    if dense:
+        raw, denominator = x.raw_projections(weight), x.denominator()  # (E, N, S), (E, S)
+        dtype = kernels.as_array(weight).dtype
+        source = (np.empty((0, K), dtype=dtype), np.empty((0, 1, 1), dtype=dtype), np.zeros(6, dtype=np.int64))
         moved = weight
-        source = (no_rows if lazy else kernels.as_array(x.reshape(E * S, K)), no_images, geometry)
+    else:
+        raw, denominator, source, moved = _conv_source(x, weight)
+    target = out.transpose(1, 2)  # (E, N, S)
+    written = target if target.is_contiguous() else out.new_empty(E, N, S)
     before = count.clone()
     kernels.match_threads()
     kernels.batch_conv(kernels.as_array(raw), kernels.as_array(denominator), kernels.as_array(valid),
                        decay_scale(E, r, weight).numpy(), threshold.numpy(), written.numpy(), source,
                        moved.numpy(), count.numpy(), fire_count.numpy(), float(step), learning.compiled_batch_rule,
-                       raw.numpy() if dense else np.empty((0, 0, 0), dtype=dtype), kernels.threads())
+                       raw.numpy() if dense else np.empty((0, 0, 0), dtype=raw.numpy().dtype), kernels.threads())
     if written is not target:
         target.copy_(written)
     if dense:  # raw now holds the coefficients of the learned patches
@@ -554,9 +575,57 @@ def batch_conv_chunk(x, valid, weight, threshold, count, out, *, learning: Learn
         learners = count > before
         if learning.rule.renormalise and bool(learners.any()):
             weight[learners] = weight[learners] / weight[learners].norm(dim=1, keepdim=True)
-    elif moved is not weight:
+    _written_back(x, weight, moved)
+    threshold.mul_(r ** E)
+    return out
+
+
+def _conv_source(x, weight):
+    """What the conv kernels read for the patches of x (unit rows (E, S, K) or ``Patches``) and
+    the weights they move: (raw projections (E, N, S), patch lengths (E, S), source, moved
+    (N, K)); for ``Patches`` moved is a copy of weight in channels-last (kH, kW, C) order, to be
+    written back with :func:`_written_back`."""
+    E, S, K = x.shape
+    N = weight.shape[0]
+    dtype = kernels.as_array(weight).dtype
+    no_rows, no_images = np.empty((0, K), dtype=dtype), np.empty((0, 1, 1), dtype=dtype)
+    geometry = np.zeros(6, dtype=np.int64)
+    if isinstance(x, Patches):
+        C, (kh, kw) = x.images.shape[1], x.kernel_size
+        moved = weight.view(N, C, kh, kw).permute(0, 2, 3, 1).contiguous().view(N, K)  # (N, kH * kW * C)
+        geometry[:] = (x.out_size[1], kh, kw, *x.stride, C)
+        return x.raw_projections(weight), x.denominator(), (no_rows, x.channels_last().numpy(), geometry), moved
+    raw = torch.matmul(weight, x.transpose(1, 2))  # (E, N, S)
+    return raw, x.new_ones(E, S), (kernels.as_array(x.reshape(E * S, K)), no_images, geometry), weight
+
+
+def _written_back(x, weight, moved):
+    """weight (N, K) from the kernels' channels-last copy ``moved`` (see :func:`_conv_source`)."""
+    if moved is not weight:
+        N, K = weight.shape
         C, (kh, kw) = x.images.shape[1], x.kernel_size
         weight.copy_(moved.view(N, kh, kw, C).permute(0, 3, 1, 2).reshape(N, K))
+
+
+def sequential_conv(x, valid, weight, threshold, count, out, *, learning: Learning, step: int, fire_count):
+    """``sequential_chunk`` of a convolution (S > 1 locations) on CPU under a rule whose neurons
+    never interact: one compiled walk (``kernels.scan_conv``) in the convolution's (E, N, S)
+    layout, reading moved kernels' projections as dot products with the patches (from the
+    images for ``Patches``)."""
+    E, S, K = x.shape
+    N = weight.shape[0]
+    r = 1.0 - learning.t_decay
+    raw, denominator, source, moved = _conv_source(x, weight)
+    target = out.transpose(1, 2)  # (E, N, S), zeros
+    written = target if target.is_contiguous() else out.new_zeros(E, N, S)
+    kernels.match_threads()
+    kernels.scan_conv(kernels.as_array(raw), kernels.as_array(denominator), kernels.as_array(valid),
+                      decay_scale(E, r, weight).numpy(), threshold.numpy(), written.numpy(), source,
+                      moved.numpy(), count.numpy(), fire_count.numpy(), float(step), learning.compiled_rule,
+                      kernels.threads())
+    if written is not target:
+        target.copy_(written)
+    _written_back(x, weight, moved)
     threshold.mul_(r ** E)
     return out
 

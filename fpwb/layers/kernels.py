@@ -491,6 +491,96 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
                         weight[j, k] /= norm
 
 
+@numba.njit(cache=True, fastmath=True)
+def _patch_dot(weight, j, images, e, top, left, kh, width):
+    """weight[j] . the patch whose rows start at images[e, top:top + kh, left] (channels-last;
+    unsigned indices as in ``_add_patch``), accumulated in float64."""
+    j, e, top, left, width = np.uint64(j), np.uint64(e), np.uint64(top), np.uint64(left), np.uint64(width)
+    acc = 0.0
+    for a in range(np.uint64(kh)):
+        for q in range(width):
+            acc += weight[j, a * width + q] * images[e, top + a, left + q]
+    return acc
+
+
+@numba.njit(cache=True, fastmath=True)
+def _row_dot(weight, j, rows, p):
+    """weight[j] . rows[p] (unsigned indices), accumulated in float64."""
+    j, p = np.uint64(j), np.uint64(p)
+    acc = 0.0
+    for k in range(np.uint64(weight.shape[1])):
+        acc += weight[j, k] * rows[p, k]
+    return acc
+
+
+@numba.njit(cache=True, parallel=True)
+def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count, fire_count, step0, rule, blocks):
+    """The exact sequential walk of a convolution's chunk under a rule whose neurons never interact,
+    in the convolution's layout (``scan_direct`` for conv layers): each kernel walks the chunk's
+    locations in stream order on its own, taking its chunk-start projection until it first moves
+    and a dot product with the patch after.
+
+    raw (E, N, S) the projections with the chunk-start kernels before each patch is scaled;
+    denominator (E, S) the patch lengths; valid (E, S); scale (E,) each step's decay scale
+    (levels are scaled as in ``engine``). In place: level (N, S), out (E, N, S) fired values
+    (zeros in), weight (N, K), count (N,) learnings and fire_count (N,) non-zero firings. source
+    and the order of weight's values as in ``batch_conv``. Neurons in ``blocks`` interleaved
+    blocks, a kernel's walk step by step and, inside a step, location by location, so that its
+    weights stay in cache while it meets the patches of one image (the same bits on any thread
+    count)."""
+    rows, images, geometry = source
+    update, params, renormalise, w_boost, constant = rule
+    c0, d0 = update(0.0, w_boost, 0.0, 0.0, params)  # the move itself when the rule's is constant
+    E, N, S = raw.shape
+    K = weight.shape[1]
+    out_width, kh, kw, sh, sw, channels = (geometry[0], geometry[1], geometry[2], geometry[3],
+                                           geometry[4], geometry[5])
+    width = kw * channels
+    blocks = max(1, min(N, blocks))
+    for b in numba.prange(blocks):
+        moved = np.zeros(N, np.bool_)
+        for e in range(E):
+            step_scale = scale[e]
+            for j in range(b, N, blocks):
+                for s in range(S):
+                    if not valid[e, s]:
+                        continue
+                    top, left = (s // out_width) * sh, (s % out_width) * sw * channels
+                    if not moved[j]:
+                        y = raw[e, j, s] / denominator[e, s]
+                    elif rows.shape[0] > 0:
+                        y = weight.dtype.type(_row_dot(weight, j, rows, e * S + s))
+                    else:
+                        y = weight.dtype.type(_patch_dot(weight, j, images, e, top, left, kh, width) / denominator[e, s])
+                    scaled = y * step_scale
+                    if scaled < level[j, s]:
+                        continue
+                    out[e, j, s] = y
+                    level[j, s] = scaled
+                    c, d = (c0, d0) if constant else update(float(y), w_boost, float(count[j]), step0 + e, params)
+                    count[j] += 1
+                    fire_count[j] += y != 0
+                    cw = weight.dtype.type(c)
+                    if rows.shape[0] > 0:
+                        dw = weight.dtype.type(d)
+                        for k in range(K):
+                            weight[j, k] = cw * weight[j, k]
+                        _add_row(weight, j, dw, rows, e * S + s)
+                    else:
+                        dw = weight.dtype.type(d / denominator[e, s])
+                        for k in range(K):
+                            weight[j, k] = cw * weight[j, k]
+                        _add_patch(weight, j, dw, images, e, top, left, kh, width)
+                    if renormalise:
+                        squares = 0.0
+                        for k in range(K):
+                            squares += float(weight[j, k]) * float(weight[j, k])
+                        norm = weight.dtype.type(math.sqrt(squares))
+                        for k in range(K):
+                            weight[j, k] /= norm
+                    moved[j] = True
+
+
 @numba.njit(cache=True)
 def batch_coefficients(lists, values, count, step0, rule, keep, coef):
     """The batch move as dense coefficients, for the tensor path: keep (N,) the weight of each
