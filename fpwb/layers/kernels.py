@@ -367,11 +367,58 @@ def _add_patch(weight, j, share, images, e, top, left, kh, width):
 
 
 @numba.njit(cache=True, fastmath=True)
+def _scale_row(weight, j, factor):
+    """weight[j] *= factor (unsigned indices, as in ``_add_patch``)."""
+    j = np.uint64(j)
+    for k in range(np.uint64(weight.shape[1])):
+        weight[j, k] *= factor
+
+
+@numba.njit(cache=True, fastmath=True)
+def _renormalise_row(weight, j) -> float:
+    """weight[j] scaled to unit length (squares summed in float64); returns the length it had."""
+    j = np.uint64(j)
+    squares = 0.0
+    for k in range(np.uint64(weight.shape[1])):
+        squares += float(weight[j, k]) * float(weight[j, k])
+    length = math.sqrt(squares)
+    norm = weight.dtype.type(length)
+    for k in range(np.uint64(weight.shape[1])):
+        weight[j, k] /= norm
+    return length
+
+
+@numba.njit(cache=True, fastmath=True)
 def _add_row(weight, j, share, rows, p):
     """weight[j] += share * rows[p] (unsigned indices, as in ``_add_patch``)."""
     j, p = np.uint64(j), np.uint64(p)
     for k in range(np.uint64(weight.shape[1])):
         weight[j, k] += share * rows[p, k]
+
+
+#: Slack of the drift bound in ``scan_conv`` for rounding: per move since the exact alignment
+#: (each move rounds the weights, about 1e-7 in float32), and in all (the dot products' own).
+DRIFT_SLACK_PER_MOVE = 1e-6
+DRIFT_MARGIN = 1e-4
+
+
+@numba.njit(cache=True)
+def _drift(align, moves):
+    """An upper bound on |w - w_start| for unit w and w_start with w . w_start = align, with room
+    for the rounding of ``moves`` moves (so |y - y0| stays below it for a unit patch)."""
+    return math.sqrt(max(0.0, 2.0 - 2.0 * align) + 2.0 * moves * DRIFT_SLACK_PER_MOVE) + DRIFT_MARGIN
+
+
+@numba.njit(cache=True)
+def _patch_starts(n_slots, geometry):
+    """The first row and the first value in that row (channels-last) of each location's patch,
+    (S,) each: computed once, not with two integer divisions at every use."""
+    out_width, sh, sw, channels = geometry[0], geometry[3], geometry[4], geometry[5]
+    tops, lefts = np.empty(n_slots, np.int64), np.empty(n_slots, np.int64)
+    for s in range(n_slots):
+        tops[s] = (s // max(1, out_width)) * sh
+        lefts[s] = (s % max(1, out_width)) * sw * channels
+    return tops, lefts
 
 
 @numba.njit(cache=True)
@@ -409,9 +456,8 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
     rows, images, geometry = source
     update_batch, params, renormalise, w_boost, _ = rule
     E, N, S = raw.shape
-    out_width, kh, kw, sh, sw, channels = (geometry[0], geometry[1], geometry[2], geometry[3],
-                                           geometry[4], geometry[5])
-    width = kw * channels
+    kh, width = geometry[1], geometry[2] * geometry[5]  # a patch: kH rows of kW * C values
+    tops, lefts = _patch_starts(S, geometry)
     dense = coef.shape[0] > 0
     blocks = max(1, min(N, blocks))
     for b in numba.prange(blocks):
@@ -457,8 +503,7 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
                 continue
             keep = weight.dtype.type(update_batch(ys[start[j]:start[j + 1]], learnings, w_boost, float(count[j]),
                                                   step0, params, d[start[j]:start[j + 1]]))
-            for k in range(weight.shape[1]):
-                weight[j, k] *= keep
+            _scale_row(weight, j, keep)
             count[j] += learnings
             for f in range(start[j], start[j + 1]):
                 fire_count[j] += ys[f] != 0
@@ -479,24 +524,19 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
                     _add_row(weight, j, weight.dtype.type(share), rows, e * S + s)
                 else:
                     _add_patch(weight, j, weight.dtype.type(share / denominator[e, s]), images, e,
-                               (s // out_width) * sh, (s % out_width) * sw * channels, kh, width)
+                               tops[s], lefts[s], kh, width)
         if renormalise and not dense:
             for j in range(b, N, blocks):
                 if start[j + 1] > start[j]:
-                    squares = 0.0
-                    for k in range(weight.shape[1]):
-                        squares += float(weight[j, k]) * float(weight[j, k])
-                    norm = weight.dtype.type(math.sqrt(squares))
-                    for k in range(weight.shape[1]):
-                        weight[j, k] /= norm
+                    _renormalise_row(weight, j)
 
 
 @numba.njit(cache=True, fastmath=True)
 def _patch_dot(weight, j, images, e, top, left, kh, width):
     """weight[j] . the patch whose rows start at images[e, top:top + kh, left] (channels-last;
-    unsigned indices as in ``_add_patch``), accumulated in float64."""
+    unsigned indices as in ``_add_patch``), accumulated in the weights' dtype (full SIMD width)."""
     j, e, top, left, width = np.uint64(j), np.uint64(e), np.uint64(top), np.uint64(left), np.uint64(width)
-    acc = 0.0
+    acc = weight.dtype.type(0)
     for a in range(np.uint64(kh)):
         for q in range(width):
             acc += weight[j, a * width + q] * images[e, top + a, left + q]
@@ -505,9 +545,9 @@ def _patch_dot(weight, j, images, e, top, left, kh, width):
 
 @numba.njit(cache=True, fastmath=True)
 def _row_dot(weight, j, rows, p):
-    """weight[j] . rows[p] (unsigned indices), accumulated in float64."""
+    """weight[j] . rows[p] (unsigned indices), accumulated in the weights' dtype."""
     j, p = np.uint64(j), np.uint64(p)
-    acc = 0.0
+    acc = weight.dtype.type(0)
     for k in range(np.uint64(weight.shape[1])):
         acc += weight[j, k] * rows[p, k]
     return acc
@@ -517,8 +557,12 @@ def _row_dot(weight, j, rows, p):
 def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count, fire_count, step0, rule, blocks):
     """The exact sequential walk of a convolution's chunk under a rule whose neurons never interact,
     in the convolution's layout (``scan_direct`` for conv layers): each kernel walks the chunk's
-    locations in stream order on its own, taking its chunk-start projection until it first moves
-    and a dot product with the patch after.
+    locations in stream order on its own, taking its chunk-start projection y0 until it first
+    moves and a dot product with the patch after, unless it cannot fire there: a unit kernel w
+    that has drifted from its chunk-start w0 has |y - y0| <= |w - w0| = sqrt(2 - 2 w . w0)
+    (renormalising rules; w . w0 follows each move in O(1), is computed exactly once a step, and
+    the bound keeps room for rounding), so where y0 plus that bound stays below the level, the
+    kernel does not fire, whatever its dot product, and none is computed.
 
     raw (E, N, S) the projections with the chunk-start kernels before each patch is scaled;
     denominator (E, S) the patch lengths; valid (E, S); scale (E,) each step's decay scale
@@ -533,21 +577,33 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
     c0, d0 = update(0.0, w_boost, 0.0, 0.0, params)  # the move itself when the rule's is constant
     E, N, S = raw.shape
     K = weight.shape[1]
-    out_width, kh, kw, sh, sw, channels = (geometry[0], geometry[1], geometry[2], geometry[3],
-                                           geometry[4], geometry[5])
-    width = kw * channels
+    kh, width = geometry[1], geometry[2] * geometry[5]  # a patch: kH rows of kW * C values
+    tops, lefts = _patch_starts(S, geometry)
     blocks = max(1, min(N, blocks))
+    start = weight.copy()  # (N, K) the chunk-start kernels
     for b in numba.prange(blocks):
         moved = np.zeros(N, np.bool_)
+        align = np.ones(N)  # w . w_start of each kernel (unit rows when the rule renormalises)
+        moves = np.zeros(N, np.int64)  # moves since align was last computed exactly
+        drift = np.zeros(N)  # the bound on |w - w_start| they give
         for e in range(E):
             step_scale = scale[e]
             for j in range(b, N, blocks):
+                if renormalise and moved[j]:  # exact once a step, so that rounding cannot pile up
+                    exact = 0.0
+                    for k in range(K):
+                        exact += float(weight[j, k]) * float(start[j, k])
+                    align[j], moves[j] = exact, 0
+                    drift[j] = _drift(exact, 0)
                 for s in range(S):
                     if not valid[e, s]:
                         continue
-                    top, left = (s // out_width) * sh, (s % out_width) * sw * channels
+                    top, left = tops[s], lefts[s]
+                    y0 = raw[e, j, s] / denominator[e, s]  # the chunk-start projection
                     if not moved[j]:
-                        y = raw[e, j, s] / denominator[e, s]
+                        y = y0
+                    elif renormalise and (y0 + drift[j]) * step_scale < level[j, s]:
+                        continue  # |y - y0| <= |w - w_start|: it cannot reach its level, no dot needed
                     elif rows.shape[0] > 0:
                         y = weight.dtype.type(_row_dot(weight, j, rows, e * S + s))
                     else:
@@ -560,24 +616,16 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
                     c, d = (c0, d0) if constant else update(float(y), w_boost, float(count[j]), step0 + e, params)
                     count[j] += 1
                     fire_count[j] += y != 0
-                    cw = weight.dtype.type(c)
+                    _scale_row(weight, j, weight.dtype.type(c))
                     if rows.shape[0] > 0:
-                        dw = weight.dtype.type(d)
-                        for k in range(K):
-                            weight[j, k] = cw * weight[j, k]
-                        _add_row(weight, j, dw, rows, e * S + s)
+                        _add_row(weight, j, weight.dtype.type(d), rows, e * S + s)
                     else:
-                        dw = weight.dtype.type(d / denominator[e, s])
-                        for k in range(K):
-                            weight[j, k] = cw * weight[j, k]
-                        _add_patch(weight, j, dw, images, e, top, left, kh, width)
+                        _add_patch(weight, j, weight.dtype.type(d / denominator[e, s]), images, e, top, left, kh, width)
                     if renormalise:
-                        squares = 0.0
-                        for k in range(K):
-                            squares += float(weight[j, k]) * float(weight[j, k])
-                        norm = weight.dtype.type(math.sqrt(squares))
-                        for k in range(K):
-                            weight[j, k] /= norm
+                        length = _renormalise_row(weight, j)
+                        align[j] = (c * align[j] + d * float(y0)) / length  # (c w + d x) / n . w_start
+                        moves[j] += 1
+                        drift[j] = _drift(align[j], moves[j])
                     moved[j] = True
 
 
