@@ -22,6 +22,10 @@ declares:
 - ``batch_chunk`` holds the weights at the chunk start and lets the thresholds run as in
   sequential mode, then moves each neuron once: the rule's combined linear move
   (``batch_update``) or its own (``batch_move``).
+- A convolution's chunk on CPU (several locations, neurons that never interact) is one compiled
+  call in either mode, in the convolution's (steps, kernels, locations) layout:
+  ``sequential_conv`` (``kernels.scan_conv``) and ``batch_conv_chunk`` (``kernels.batch_conv``).
+  Every chunk solver adds its firings to the layer's ``fire_count``.
 
 Thresholds are compared in a scaled domain so that pure decay needs no work: a threshold t set
 before step e0 has decayed to t * r**(e - e0) at step e (r = 1 - t_decay), so
@@ -43,9 +47,10 @@ from .patches import Patches
 
 # Scaled thresholds grow like r**-E over a chunk; keep that factor well inside float32 range.
 MAX_SCALE = 1e6
-#: A conv batch chunk adds the learned patches to its kernels in the compiled loop while at most
-#: this share of (location, kernel) pairs fired so far, else as one weight-gradient convolution
-#: (measured on the 2-core machine, 64 -> 128 kernels 3x3: at 15% the loop takes 0.7x the time).
+#: A conv batch chunk adds the learned patches to its kernels in a compiled loop while at most
+#: this share of (location, kernel) pairs learned (``batch_conv_chunk``: fired so far, from the
+#: layer's counts), else sums them as one weight-gradient convolution (on the 2-core machine,
+#: 64 -> 128 kernels 3x3 with 15% learned, the loop of ``kernels.batch_conv`` took 0.7x the time).
 SPARSE_MOVE = 0.2
 #: The solvers each mode can be forced to (``layer.solver``; None picks by device, rule and cost).
 SOLVERS = {"sequential": ("gram", "direct", "rounds", "reference"), "batch": ("compiled", "tensor")}
