@@ -3,9 +3,10 @@
 ``FpConv2d`` learns from every C x kH x kW patch of its input scaled to unit length: E samples of
 S output locations, K = C * kH * kW values each, K times the size of the input itself. Most of the
 work needs only the patches' projections on the kernels, one ``F.conv2d`` divided by the patch
-norms (the conv2d floor), and the compiled batch move reads each patch it needs straight from
-the images (``kernels.batch_move_patches``). ``rows()`` writes the patches out for the solvers that
-walk them (sequential mode, the tensor paths).
+norms (the conv2d floor), and the compiled conv kernels read each patch they need straight from
+the images (``channels_last()`` for ``kernels.batch_conv`` and ``scan_conv``, ``kernel_source()``
+for ``kernels.batch_move_patches``). ``rows()`` writes the patches out for the solvers that walk
+them as rows (the Gram and firing-rounds solvers, k-winners-take-all, the tensor paths).
 """
 from __future__ import annotations
 
