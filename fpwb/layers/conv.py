@@ -138,8 +138,8 @@ class FpConv2d(FpLayer):
         ones = x.new_ones(1, self.in_channels, kh, kw)
         norm = F.conv2d(x * x, ones, stride=self.stride, padding=self.padding).sqrt_()  # (B, 1, Ho, Wo)
         padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-        return Patches(padded, norm.reshape(len(x), norm.shape[2] * norm.shape[3]), kernel_size=self.kernel_size, stride=self.stride,
-                       out_size=tuple(norm.shape[2:]))
+        return Patches(padded, norm.reshape(len(x), norm.shape[2] * norm.shape[3]), kernel_size=self.kernel_size,
+                       stride=self.stride, out_size=tuple(norm.shape[2:]), source=x, padding=self.padding)
 
     def unit_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every input patch as a unit row, (B, L, K) (the rows of ``F.unfold``, scaled), and which

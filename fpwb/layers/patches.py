@@ -19,13 +19,15 @@ class Patches:
     """Unit patches (E, S, K) of padded images (E, C, Hp, Wp), without writing them out.
 
     ``norm`` (E, S) holds each patch's length (0: an all-zero patch, which never fires); locations
-    in raster order over the (H_out, W_out) output of ``kernel_size`` / ``stride``. Indexing selects
-    samples, as it would the (E, S, K) tensor."""
+    in raster order over the (H_out, W_out) output of ``kernel_size`` / ``stride``. ``source``:
+    the images before padding (``padding``: rows, columns), which the projections convolve with
+    the padding inside the call (faster than convolving the padded copy, the same values). Indexing
+    selects samples, as it would the (E, S, K) tensor."""
 
     def __init__(self, images: torch.Tensor, norm: torch.Tensor, *, kernel_size: tuple, stride: tuple,
-                 out_size: tuple):
-        self.images, self.norm = images, norm
-        self.kernel_size, self.stride, self.out_size = kernel_size, stride, out_size
+                 out_size: tuple, source: torch.Tensor, padding: tuple):
+        self.images, self.norm, self.source = images, norm, source
+        self.kernel_size, self.stride, self.out_size, self.padding = kernel_size, stride, out_size, padding
         self.shape = (len(images), norm.shape[1], images.shape[1] * kernel_size[0] * kernel_size[1])
         self.device, self.dtype = images.device, images.dtype
 
@@ -34,7 +36,8 @@ class Patches:
 
     def __getitem__(self, index) -> Patches:
         return Patches(self.images[index], self.norm[index], kernel_size=self.kernel_size,
-                       stride=self.stride, out_size=self.out_size)
+                       stride=self.stride, out_size=self.out_size, source=self.source[index],
+                       padding=self.padding)
 
     def new_zeros(self, *size) -> torch.Tensor:
         return self.images.new_zeros(*size)
@@ -56,7 +59,7 @@ class Patches:
         unit length, one convolution in its own layout: (E, N, S)."""
         N = weight.shape[0]
         kernels = weight.reshape(N, self.images.shape[1], *self.kernel_size)
-        return F.conv2d(self.images, kernels, stride=self.stride).view(len(self), N, -1)
+        return F.conv2d(self.source, kernels, stride=self.stride, padding=self.padding).view(len(self), N, -1)
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         """Each unit patch's projection on each row of weight (N, K): an (E, S, N) view of an
