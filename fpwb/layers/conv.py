@@ -127,19 +127,18 @@ class FpConv2d(FpLayer):
 
     def patches(self, x: torch.Tensor) -> Patches:
         """Every C x kH x kW patch of x (B, C, H, W) scaled to unit length, locations in raster
-        order, as ``Patches`` (the padded input and the patch norms: nothing written out). The
+        order, as ``Patches`` (the input and the patch norms: nothing written out). The
         norms come from one small convolution of x**2. A sample of extreme magnitudes is first
         scaled exactly by a power of two, so that its patches' squares neither overflow nor
         underflow."""
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        kh, kw = self.kernel_size
         peak = x.abs().flatten(1).amax(1) if x.numel() else x.new_zeros(len(x))  # (B,)
         if bool(((peak > 2.0 ** SAFE_EXPONENT) | ((peak < 2.0 ** -SAFE_EXPONENT) & (peak > 0))).any()):
             x = x * power_of_two_scale(peak).view(-1, 1, 1, 1)  # exact; squares stay in range
         ones = x.new_ones(1, self.in_channels, kh, kw)
         norm = F.conv2d(x * x, ones, stride=self.stride, padding=self.padding).sqrt_()  # (B, 1, Ho, Wo)
-        padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-        return Patches(padded, norm.reshape(len(x), norm.shape[2] * norm.shape[3]), kernel_size=self.kernel_size,
-                       stride=self.stride, out_size=tuple(norm.shape[2:]), source=x, padding=self.padding)
+        return Patches(x, norm.reshape(len(x), norm.shape[2] * norm.shape[3]), kernel_size=self.kernel_size,
+                       stride=self.stride, out_size=tuple(norm.shape[2:]), padding=self.padding)
 
     def unit_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every input patch as a unit row, (B, L, K) (the rows of ``F.unfold``, scaled), and which

@@ -596,7 +596,7 @@ def _conv_source(x, weight):
     no_rows, no_images = np.empty((0, K), dtype=dtype), np.empty((0, 1, 1), dtype=dtype)
     geometry = np.zeros(6, dtype=np.int64)
     if isinstance(x, Patches):
-        C, (kh, kw) = x.images.shape[1], x.kernel_size
+        C, (kh, kw) = x.channels, x.kernel_size
         moved = weight.view(N, C, kh, kw).permute(0, 2, 3, 1).contiguous().view(N, K)  # (N, kH * kW * C)
         geometry[:] = (x.out_size[1], kh, kw, *x.stride, C)
         return x.raw_projections(weight), x.denominator(), (no_rows, x.channels_last().numpy(), geometry), moved
@@ -608,7 +608,7 @@ def _written_back(x, weight, moved):
     """weight (N, K) from the kernels' channels-last copy ``moved`` (see :func:`_conv_source`)."""
     if moved is not weight:
         N, K = weight.shape
-        C, (kh, kw) = x.images.shape[1], x.kernel_size
+        C, (kh, kw) = x.channels, x.kernel_size
         weight.copy_(moved.view(N, kh, kw, C).permute(0, 3, 1, 2).reshape(N, K))
 
 

@@ -1,4 +1,4 @@
-"""The unit-length input patches of a convolution, kept as the padded images and the patch norms.
+"""The unit-length input patches of a convolution, kept as the images and the patch norms.
 
 ``FpConv2d`` learns from every C x kH x kW patch of its input scaled to unit length: E samples of
 S output locations, K = C * kH * kW values each, K times the size of the input itself. Most of the
@@ -16,34 +16,44 @@ import torch.nn.functional as F
 
 
 class Patches:
-    """Unit patches (E, S, K) of padded images (E, C, Hp, Wp), without writing them out.
+    """Unit patches (E, S, K) of images (E, C, H, W) under a convolution's padding, without writing
+    them out.
 
     ``norm`` (E, S) holds each patch's length (0: an all-zero patch, which never fires); locations
-    in raster order over the (H_out, W_out) output of ``kernel_size`` / ``stride``. ``source``:
-    the images before padding (``padding``: rows, columns), which the projections convolve with
-    the padding inside the call (faster than convolving the padded copy, the same values). Indexing
-    selects samples, as it would the (E, S, K) tensor."""
+    in raster order over the (H_out, W_out) output of ``kernel_size`` / ``stride``. The
+    projections convolve ``source``, the images before padding, with the padding (rows, columns)
+    inside the call; ``images``, the padded copy (E, C, Hp, Wp), is made only for the paths that
+    read it. Indexing selects samples, as it would the (E, S, K) tensor."""
 
-    def __init__(self, images: torch.Tensor, norm: torch.Tensor, *, kernel_size: tuple, stride: tuple,
-                 out_size: tuple, source: torch.Tensor, padding: tuple):
-        self.images, self.norm, self.source = images, norm, source
+    def __init__(self, source: torch.Tensor, norm: torch.Tensor, *, kernel_size: tuple, stride: tuple,
+                 out_size: tuple, padding: tuple):
+        self.source, self.norm = source, norm
         self.kernel_size, self.stride, self.out_size, self.padding = kernel_size, stride, out_size, padding
-        self.shape = (len(images), norm.shape[1], images.shape[1] * kernel_size[0] * kernel_size[1])
-        self.device, self.dtype = images.device, images.dtype
+        self.channels = source.shape[1]
+        self.shape = (len(source), norm.shape[1], self.channels * kernel_size[0] * kernel_size[1])
+        self.device, self.dtype = source.device, source.dtype
+        self._padded = None
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The padded images (E, C, Hp, Wp), made on first use."""
+        if self._padded is None:
+            (ph, pw) = self.padding
+            self._padded = F.pad(self.source, (pw, pw, ph, ph)) if ph or pw else self.source
+        return self._padded
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.source)
 
     def __getitem__(self, index) -> Patches:
-        return Patches(self.images[index], self.norm[index], kernel_size=self.kernel_size,
-                       stride=self.stride, out_size=self.out_size, source=self.source[index],
-                       padding=self.padding)
+        return Patches(self.source[index], self.norm[index], kernel_size=self.kernel_size,
+                       stride=self.stride, out_size=self.out_size, padding=self.padding)
 
     def new_zeros(self, *size) -> torch.Tensor:
-        return self.images.new_zeros(*size)
+        return self.source.new_zeros(*size)
 
     def new_empty(self, *size) -> torch.Tensor:
-        return self.images.new_empty(*size)
+        return self.source.new_empty(*size)
 
     def denominator(self) -> torch.Tensor:
         """The patch lengths, all-zero patches' raised to the smallest normal number (their
@@ -58,7 +68,7 @@ class Patches:
         """Each patch's projection on each row of weight (N, K) before the patch is scaled to
         unit length, one convolution in its own layout: (E, N, S)."""
         N = weight.shape[0]
-        kernels = weight.reshape(N, self.images.shape[1], *self.kernel_size)
+        kernels = weight.reshape(N, self.channels, *self.kernel_size)
         return F.conv2d(self.source, kernels, stride=self.stride, padding=self.padding).view(len(self), N, -1)
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
@@ -82,9 +92,13 @@ class Patches:
                            torch.zeros((), dtype=self.dtype, device=self.device))
 
     def channels_last(self) -> torch.Tensor:
-        """The images as (E, Hp, Wp * C): a patch row is kW * C contiguous values."""
-        E, C, Hp, Wp = self.images.shape
-        return self.images.permute(0, 2, 3, 1).reshape(E, Hp, Wp * C)
+        """The padded images as (E, Hp, Wp * C): a patch row is kW * C contiguous values (one pass
+        over the unpadded images, no padded copy first)."""
+        E, C, H, W = self.source.shape
+        (ph, pw) = self.padding
+        padded = self.source.new_zeros(E, H + 2 * ph, W + 2 * pw, C) if ph or pw else self.source.new_empty(E, H, W, C)
+        padded[:, ph:ph + H, pw:pw + W] = self.source.permute(0, 2, 3, 1)
+        return padded.view(E, H + 2 * ph, (W + 2 * pw) * C)
 
     def kernel_source(self) -> tuple:
         """What ``kernels.batch_move_patches`` reads: the images (E, C, Hp, Wp), the inverse patch
