@@ -47,9 +47,9 @@ from .patches import Patches
 
 # Scaled thresholds grow like r**-E over a chunk; keep that factor well inside float32 range.
 MAX_SCALE = 1e6
-#: A conv batch chunk adds the learned patches to its kernels in a compiled loop while at most
-#: this share of (location, kernel) pairs learned (``batch_conv_chunk``: fired so far, from the
-#: layer's counts), else sums them as one weight-gradient convolution (on the 2-core machine,
+#: A conv batch chunk (``batch_conv_chunk``) adds the learned patches to its kernels in a compiled
+#: loop while at most this share of (location, kernel) pairs fired so far (from the layer's
+#: counts), else sums them as one weight-gradient convolution (on the 2-core machine,
 #: 64 -> 128 kernels 3x3 with 15% learned, the loop of ``kernels.batch_conv`` took 0.7x the time).
 SPARSE_MOVE = 0.2
 #: The solvers each mode can be forced to (``layer.solver``; None picks by device, rule and cost).
@@ -176,13 +176,27 @@ def sequential_chunk(x, valid, weight, threshold, count, out, *, learning: Learn
     if x.shape[1] > 1 and scans_conv(learning, x.device) and k_winners is None:
         return sequential_conv(x, valid, weight, threshold, count, out, learning=learning, step=step,
                                fire_count=fire_count)
-    if not out.is_contiguous():  # the (E, N, S) layout of a convolution's output
-        E, S, N = out.shape
-        sequential_chunk(x, valid, weight, threshold, count, contiguous := out.new_zeros(E, S, N),
-                         learning=learning, step=step, fire_count=fire_count)
-        return out.copy_(contiguous)
-    _sequential(x, valid, weight, threshold, count, out, learning=learning, step=step, k_winners=k_winners)
-    count_fired(out, fire_count)
+    rows, pending = _buffer(out, conv=False, zeros=True)
+    _sequential(x, valid, weight, threshold, count, rows, learning=learning, step=step, k_winners=k_winners)
+    count_fired(rows, fire_count)
+    return _copied_back(rows, pending, out)
+
+
+def _buffer(out, *, conv: bool, zeros: bool):
+    """Where a solver writes a chunk's output out (E, S, N): out itself (``conv``: viewed as
+    (E, N, S)) when its memory is laid out so, else a new buffer of that layout (zeros or empty)
+    with out's view to copy it into (:func:`_copied_back`). The layer's buffers are in a
+    convolution's (E, N, S) layout for FpConv2d (``FpLayer._output_buffer``)."""
+    view = out.transpose(1, 2) if conv else out
+    if view.is_contiguous():
+        return view, None
+    return (view.new_zeros if zeros else view.new_empty)(view.shape), view
+
+
+def _copied_back(written, pending, out):
+    """out, after ``written`` went into its view ``pending`` (None: written is out's memory)."""
+    if pending is not None:
+        pending.copy_(written)
     return out
 
 
@@ -491,10 +505,7 @@ def batch_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, 
     if S > 1 and solver == "compiled" and k_winners is None and writes_in_kernels("batch", learning, x.device):
         return batch_conv_chunk(x, valid, weight, threshold, count, out, learning=learning, step=step,
                                 fire_count=fire_count)
-    if not out.is_contiguous():  # the (E, N, S) layout of a convolution's output
-        batch_chunk(x, valid, weight, threshold, count, contiguous := out.new_empty(E, S, N),
-                    learning=learning, step=step, fire_count=fire_count)
-        return out.copy_(contiguous)
+    final, (out, pending) = out, _buffer(out, conv=False, zeros=False)
     scale = decay_scale(E, r, weight)  # (E,)
     values = projections(x, weight).reshape(P, N)  # (P, N)
     if not rule.plain_thresholds:
@@ -529,7 +540,7 @@ def batch_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, 
     if rule.plain_thresholds:
         threshold.mul_(r ** E)
     count_fired(out, fire_count)
-    return out
+    return _copied_back(out, pending, final)
 
 
 def count_fired(out, fire_count):
@@ -556,23 +567,15 @@ def batch_conv_chunk(x, valid, weight, threshold, count, out, *, learning: Learn
     # Dense learning: one weight-gradient convolution beats adding each learned patch. The share
     # of learned pairs so far (state, not this chunk: a restored layer chooses as the original).
     dense = lazy and step > 0 and float(fire_count.sum()) > SPARSE_MOVE * step * S * N
-    if dense:
-        raw, denominator = x.raw_projections(weight), x.denominator()  # (E, N, S), (E, S)
-        dtype = kernels.as_array(weight).dtype
-        source = (np.empty((0, K), dtype=dtype), np.empty((0, 1, 1), dtype=dtype), np.zeros(6, dtype=np.int64))
-        moved = weight
-    else:
-        raw, denominator, source, moved = _conv_source(x, weight)
-    target = out.transpose(1, 2)  # (E, N, S)
-    written = target if target.is_contiguous() else out.new_empty(E, N, S)
-    before = count.clone()
+    raw, denominator, source, moved = _conv_source(x, weight, reads_patches=not dense)
+    written, pending = _buffer(out, conv=True, zeros=False)  # (E, N, S)
+    before = count.clone() if dense else None
     kernels.match_threads()
     kernels.batch_conv(kernels.as_array(raw), kernels.as_array(denominator), kernels.as_array(valid),
                        decay_scale(E, r, weight).numpy(), threshold.numpy(), written.numpy(), source,
                        moved.numpy(), count.numpy(), fire_count.numpy(), float(step), learning.compiled_batch_rule,
                        raw.numpy() if dense else np.empty((0, 0, 0), dtype=raw.numpy().dtype), kernels.threads())
-    if written is not target:
-        target.copy_(written)
+    _copied_back(written, pending, out)
     if dense:  # raw now holds the coefficients of the learned patches
         images = x.images
         weight.add_(torch.nn.grad.conv2d_weight(images, (N, images.shape[1], *x.kernel_size),
@@ -585,16 +588,19 @@ def batch_conv_chunk(x, valid, weight, threshold, count, out, *, learning: Learn
     return out
 
 
-def _conv_source(x, weight):
+def _conv_source(x, weight, *, reads_patches=True):
     """What the conv kernels read for the patches of x (unit rows (E, S, K) or ``Patches``) and
     the weights they move: (raw projections (E, N, S), patch lengths (E, S), source, moved
     (N, K)); for ``Patches`` moved is a copy of weight in channels-last (kH, kW, C) order, to be
-    written back with :func:`_written_back`."""
+    written back with :func:`_written_back`. ``reads_patches`` False: the kernel reads no patch
+    (batch mode's dense move sums them outside), so source is empty and moved is weight."""
     E, S, K = x.shape
     N = weight.shape[0]
     dtype = kernels.as_array(weight).dtype
     no_rows, no_images = np.empty((0, K), dtype=dtype), np.empty((0, 1, 1), dtype=dtype)
     geometry = np.zeros(6, dtype=np.int64)
+    if isinstance(x, Patches) and not reads_patches:
+        return x.raw_projections(weight), x.denominator(), (no_rows, no_images, geometry), weight
     if isinstance(x, Patches):
         C, (kh, kw) = x.channels, x.kernel_size
         moved = weight.view(N, C, kh, kw).permute(0, 2, 3, 1).contiguous().view(N, K)  # (N, kH * kW * C)
@@ -617,19 +623,16 @@ def sequential_conv(x, valid, weight, threshold, count, out, *, learning: Learni
     never interact: one compiled walk (``kernels.scan_conv``) in the convolution's (E, N, S)
     layout, reading moved kernels' projections as dot products with the patches (from the
     images for ``Patches``)."""
-    E, S, K = x.shape
-    N = weight.shape[0]
+    E = x.shape[0]
     r = 1.0 - learning.t_decay
     raw, denominator, source, moved = _conv_source(x, weight)
-    target = out.transpose(1, 2)  # (E, N, S), zeros
-    written = target if target.is_contiguous() else out.new_zeros(E, N, S)
+    written, pending = _buffer(out, conv=True, zeros=True)  # (E, N, S)
     kernels.match_threads()
     kernels.scan_conv(kernels.as_array(raw), kernels.as_array(denominator), kernels.as_array(valid),
                       decay_scale(E, r, weight).numpy(), threshold.numpy(), written.numpy(), source,
                       moved.numpy(), count.numpy(), fire_count.numpy(), float(step), learning.compiled_rule,
                       kernels.threads())
-    if written is not target:
-        target.copy_(written)
+    _copied_back(written, pending, out)
     _written_back(x, weight, moved)
     threshold.mul_(r ** E)
     return out

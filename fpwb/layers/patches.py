@@ -60,10 +60,6 @@ class Patches:
         projections stay 0). # (E, S)"""
         return self.norm.clamp_min(torch.finfo(self.dtype).tiny)
 
-    def _denominator(self) -> torch.Tensor:
-        E, (Ho, Wo) = len(self), self.out_size
-        return self.denominator().view(E, Ho, Wo, 1)
-
     def raw_projections(self, weight: torch.Tensor) -> torch.Tensor:
         """Each patch's projection on each row of weight (N, K) before the patch is scaled to
         unit length, one convolution in its own layout: (E, N, S)."""
@@ -83,7 +79,7 @@ class Patches:
         windows = self.images.unfold(2, kh, sh).unfold(3, kw, sw)  # (E, C, Ho, Wo, kH, kW)
         E, C, Ho, Wo = windows.shape[:4]
         unit = self.images.new_empty(E, Ho, Wo, C, kh, kw)
-        torch.div(windows.permute(0, 2, 3, 1, 4, 5), self._denominator().view(E, Ho, Wo, 1, 1, 1), out=unit)
+        torch.div(windows.permute(0, 2, 3, 1, 4, 5), self.denominator().view(E, Ho, Wo, 1, 1, 1), out=unit)
         return unit.view(E, Ho * Wo, C * kh * kw)
 
     def inverse_norm(self) -> torch.Tensor:
