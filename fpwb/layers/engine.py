@@ -52,6 +52,9 @@ MAX_SCALE = 1e6
 #: counts), else sums them as one weight-gradient convolution (on the 2-core machine,
 #: 64 -> 128 kernels 3x3 with 15% learned, the loop of ``kernels.batch_conv`` took 0.7x the time).
 SPARSE_MOVE = 0.2
+#: The same choice for a chunk whose neurons interact (k_winners), whose list kernel
+#: (``kernels.batch_move_patches``) is slower per patch (measured crossover 5-10% there).
+SPARSE_MOVE_LISTS = 0.05
 #: The solvers each mode can be forced to (``layer.solver``; None picks by device, rule and cost).
 SOLVERS = {"sequential": ("gram", "direct", "rounds", "reference"), "batch": ("compiled", "tensor")}
 
@@ -530,7 +533,7 @@ def batch_chunk(x, valid, weight, threshold, count, out, *, learning: Learning, 
         state = (weight.numpy(), count.numpy(), float(step), learning.compiled_batch_rule)
         if not isinstance(x, Patches):
             kernels.batch_move(*move, kernels.as_array(x.reshape(P, K)), *state)
-        elif int(learn.sum()) <= SPARSE_MOVE * P * N:  # each learned patch read from the images
+        elif int(learn.sum()) <= SPARSE_MOVE_LISTS * P * N:  # each learned patch read from the images
             kernels.batch_move_patches(*move, x.kernel_source(), *state)
         else:  # dense: one weight-gradient convolution beats a compiled loop per learned patch
             batch_move(x, learn, values, weight, count, learning=learning, step=step)
