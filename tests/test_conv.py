@@ -3,6 +3,7 @@ import functools
 import math
 
 import numba
+import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
@@ -223,3 +224,32 @@ def test_conv_kernels_count_the_non_zero_firings_and_return_the_conv_layout(mode
     assert out.is_contiguous()  # written in place in the (B, C, H, W) layout, no transposed copy
     assert torch.equal(layer.fire_count, (out != 0).sum((0, 2, 3)))
     assert torch.equal(layer.learn_count, layer.fire_count)  # no k_winners: every firing learns
+
+
+@pytest.mark.parametrize("run", [0, 1, 3, 4, 5, 9])
+def test_grouped_patch_adds_give_the_bits_of_one_add_after_another(run):
+    """batch_conv adds a kernel's learned patches four per pass over its weights; the sums must be
+    those of adding them one at a time, in order (patches from channels-last images, and rows)."""
+    rng = np.random.default_rng(run)
+    kh, kw, channels, out_width = 3, 3, 5, 6
+    images = rng.standard_normal((2, out_width + kh - 1, (out_width + kw - 1) * channels)).astype(np.float32)
+    geometry = np.array([out_width, kh, kw, 1, 1, channels])
+    tops, lefts = kernels._patch_starts(out_width * out_width, geometry)
+    at = rng.choice(out_width * out_width, size=run, replace=False).astype(np.int32)
+    shares = rng.standard_normal(run).astype(np.float32)
+    weight = rng.standard_normal((3, kh * kw * channels)).astype(np.float32)
+    one_by_one = weight.copy()
+    for share, s in zip(shares, at):
+        kernels._add_patch(one_by_one, 1, share, images, 1, tops[s], lefts[s], kh, kw * channels)
+    grouped = weight.copy()
+    kernels._add_patches(grouped, 1, shares, at, images, 1, tops, lefts, kh, kw * channels)
+    assert np.array_equal(grouped, one_by_one)
+    assert run == 0 or not np.array_equal(grouped, weight)
+
+    rows = rng.standard_normal((2 * out_width * out_width, weight.shape[1])).astype(np.float32)
+    one_by_one = weight.copy()
+    for share, s in zip(shares, at):
+        kernels._add_row(one_by_one, 2, share, rows, out_width * out_width + s)
+    grouped = weight.copy()
+    kernels._add_rows(grouped, 2, shares, rows, out_width * out_width, at)
+    assert np.array_equal(grouped, one_by_one)

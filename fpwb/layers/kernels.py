@@ -372,6 +372,61 @@ def _add_patch(weight, j, share, images, e, top, left, kh, width):
 
 
 @numba.njit(cache=True, fastmath=True)
+def _add_four_patches(weight, j, shares, tops, lefts, images, e, kh, width):
+    """weight[j] += shares[i] * the patch at (tops[i], lefts[i]) of images[e], i = 0..3 in order
+    (4-tuples): the sums of four ``_add_patch`` calls in one pass over weight[j]."""
+    j, e, width = np.uint64(j), np.uint64(e), np.uint64(width)
+    t0, t1, t2, t3 = np.uint64(tops[0]), np.uint64(tops[1]), np.uint64(tops[2]), np.uint64(tops[3])
+    l0, l1, l2, l3 = np.uint64(lefts[0]), np.uint64(lefts[1]), np.uint64(lefts[2]), np.uint64(lefts[3])
+    for a in range(np.uint64(kh)):
+        for q in range(width):
+            value = weight[j, a * width + q]
+            value += shares[0] * images[e, t0 + a, l0 + q]
+            value += shares[1] * images[e, t1 + a, l1 + q]
+            value += shares[2] * images[e, t2 + a, l2 + q]
+            value += shares[3] * images[e, t3 + a, l3 + q]
+            weight[j, a * width + q] = value
+
+
+@numba.njit(cache=True, fastmath=True)
+def _add_patches(weight, j, shares, at, images, e, tops, lefts, kh, width):
+    """weight[j] += shares[i] * the patch at location at[i] of images[e] (channels-last; tops, lefts
+    from ``_patch_starts``), i in order: the same sums as one ``_add_patch`` after another, with
+    weight[j] loaded and stored once per four patches instead of once per patch."""
+    i, n = 0, at.shape[0]
+    while i + 4 <= n:
+        s0, s1, s2, s3 = at[i], at[i + 1], at[i + 2], at[i + 3]
+        _add_four_patches(weight, j, (shares[i], shares[i + 1], shares[i + 2], shares[i + 3]),
+                          (tops[s0], tops[s1], tops[s2], tops[s3]), (lefts[s0], lefts[s1], lefts[s2], lefts[s3]),
+                          images, e, kh, width)
+        i += 4
+    for i in range(i, n):
+        _add_patch(weight, j, shares[i], images, e, tops[at[i]], lefts[at[i]], kh, width)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _add_rows(weight, j, shares, rows, first, at):
+    """weight[j] += shares[i] * rows[first + at[i]], i in order: the sums of one ``_add_row`` after
+    another, four rows per pass over weight[j]."""
+    j, first = np.uint64(j), np.uint64(first)
+    i, n = 0, at.shape[0]
+    while i + 4 <= n:
+        p0, p1, p2, p3 = first + np.uint64(at[i]), first + np.uint64(at[i + 1]), first + np.uint64(at[i + 2]), \
+            first + np.uint64(at[i + 3])
+        a0, a1, a2, a3 = shares[i], shares[i + 1], shares[i + 2], shares[i + 3]
+        for k in range(np.uint64(weight.shape[1])):
+            value = weight[j, k]
+            value += a0 * rows[p0, k]
+            value += a1 * rows[p1, k]
+            value += a2 * rows[p2, k]
+            value += a3 * rows[p3, k]
+            weight[j, k] = value
+        i += 4
+    for i in range(i, n):
+        _add_row(weight, j, shares[i], rows, first + np.uint64(at[i]))
+
+
+@numba.njit(cache=True, fastmath=True)
 def _scale_row(weight, j, factor):
     """weight[j] *= factor (unsigned indices, as in ``_add_patch``)."""
     j = np.uint64(j)
@@ -457,6 +512,8 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
     Neurons walk in ``blocks`` interleaved blocks, each the whole chunk on its own (the same bits on
     any thread count): steps in order and, inside a step, its neurons and their locations in
     order, recording each learning as it goes, so that what follows touches the learnings only.
+    A kernel's learnings in one step are added four per pass over its weights (``_add_patches``,
+    ``_add_rows``: the bits of one add after another).
     """
     rows, images, geometry = source
     update_batch, params, renormalise, w_boost, _ = rule
@@ -518,18 +575,28 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
                     for s in range(S):
                         coef[e, j, s] = 0
         cursor[:] = start[:-1]
+        shares = np.empty(S, weight.dtype)  # one run: a kernel's learnings in one step, in order
         for e in range(E):
-            for f in range(first[e], first[e + 1]):
-                j, s = who[f], where[f]
-                share = d[cursor[j]]
-                cursor[j] += 1
-                if dense:
-                    coef[e, j, s] = share / denominator[e, s]
-                elif rows.shape[0] > 0:
-                    _add_row(weight, j, weight.dtype.type(share), rows, e * S + s)
-                else:
-                    _add_patch(weight, j, weight.dtype.type(share / denominator[e, s]), images, e,
-                               tops[s], lefts[s], kh, width)
+            f = first[e]
+            while f < first[e + 1]:
+                j = who[f]
+                run = 1
+                while f + run < first[e + 1] and who[f + run] == j:
+                    run += 1
+                at = where[f:f + run]
+                for i in range(run):
+                    s = at[i]
+                    share = d[cursor[j] + i]
+                    if dense:
+                        coef[e, j, s] = share / denominator[e, s]
+                    else:
+                        shares[i] = share if rows.shape[0] > 0 else share / denominator[e, s]
+                if not dense and rows.shape[0] > 0:
+                    _add_rows(weight, j, shares[:run], rows, e * S, at)
+                elif not dense:
+                    _add_patches(weight, j, shares[:run], at, images, e, tops, lefts, kh, width)
+                cursor[j] += run
+                f += run
         if renormalise and not dense:
             for j in range(b, N, blocks):
                 if start[j + 1] > start[j]:
