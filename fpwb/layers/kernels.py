@@ -481,15 +481,6 @@ def _patch_starts(n_slots, geometry):
     return tops, lefts
 
 
-@numba.njit(cache=True)
-def _grown(a, n, size):
-    """A copy of a's first n entries with room for ``size``: a growing list."""
-    grown = np.empty(size, a.dtype)
-    for i in range(n):
-        grown[i] = a[i]
-    return grown
-
-
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count, fire_count, step0, rule,
                coef, blocks):
@@ -509,11 +500,11 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
     d[i] / denominator where the kernel learned, 0 elsewhere: the caller adds the patches as one
     weight-gradient convolution and renormalises.
 
-    Neurons walk in ``blocks`` interleaved blocks, each the whole chunk on its own (the same bits on
-    any thread count): steps in order and, inside a step, its neurons and their locations in
-    order, recording each learning as it goes, so that what follows touches the learnings only.
-    A kernel's learnings in one step are added four per pass over its weights (``_add_patches``,
-    ``_add_rows``: the bits of one add after another).
+    A kernel's firings depend on its own levels alone, so each kernel walks the whole chunk on its
+    own (kernels in ``blocks`` interleaved blocks, one per thread: the same bits on any thread
+    count), steps in order and, inside a step, locations in order, recording its learnings in
+    stream order as it goes; then it moves, adding the learned patches of each step four per pass
+    over its weights (``_add_patches``, ``_add_rows``: the bits of one add after another).
     """
     rows, images, geometry = source
     update_batch, params, renormalise, w_boost, _ = rule
@@ -523,19 +514,17 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
     dense = coef.shape[0] > 0
     blocks = max(1, min(N, blocks))
     for b in numba.prange(blocks):
-        size = S * ((N - b + blocks - 1) // blocks)  # most learnings of one step
-        where, who = np.empty(4 * size, np.int32), np.empty(4 * size, np.int32)  # location, kernel
-        first = np.zeros(E + 1, np.int64)  # the learnings of step e: first[e]:first[e + 1]
-        start = np.zeros(N + 1, np.int64)  # kernel j's learnings: start[j]:start[j + 1] below
-        fired = np.empty(S, np.bool_)  # where the kernel at hand fired in the step at hand
-        n = 0
-        for e in range(E):
-            if where.shape[0] < n + size:
-                where, who = _grown(where, n, 2 * (n + size)), _grown(who, n, 2 * (n + size))
-            step_scale = scale[e]
-            u = np.uint64(e)  # unsigned indices: no negative-index wrap-around, the loop vectorises
-            for j in range(b, N, blocks):
-                v = np.uint64(j)
+        where = np.empty(E * S, np.int32)  # the kernel's learnings: locations, in stream order
+        ys, d = np.empty(E * S), np.empty(E * S)  # their values and their shares of the move
+        ends = np.zeros(E + 1, np.int64)  # the learnings of step e: ends[e]:ends[e + 1]
+        fired = np.empty(S, np.bool_)  # where the kernel fired in the step at hand
+        shares = np.empty(S, weight.dtype)
+        for j in range(b, N, blocks):
+            v = np.uint64(j)  # unsigned indices: no negative-index wrap-around, the loop vectorises
+            n = 0
+            for e in range(E):
+                step_scale = scale[e]
+                u = np.uint64(e)
                 for s in range(np.uint64(S)):
                     y = raw[u, v, s] / denominator[u, s]
                     scaled = y * step_scale
@@ -543,64 +532,37 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
                     level[v, s] = scaled if fires else level[v, s]
                     out[u, v, s] = y if fires else 0
                     fired[s] = fires
-                before = n
-                for s in range(S):  # then the row's learnings, appended without a branch
+                for s in range(S):  # then the step's learnings, appended without a branch
                     where[n] = s
-                    who[n] = j
+                    ys[n] = out[u, v, np.uint64(s)]
                     n += fired[s]
-                start[j + 1] += n - before
-            first[e + 1] = n
-        for j in range(N):
-            start[j + 1] += start[j]
-        ys, d = np.empty(n), np.empty(n)
-        cursor = start[:-1].copy()
-        for e in range(E):
-            for f in range(first[e], first[e + 1]):
-                j = who[f]
-                ys[cursor[j]] = out[e, j, where[f]]
-                cursor[j] += 1
-        for j in range(b, N, blocks):
-            learnings = start[j + 1] - start[j]
-            if learnings == 0:
-                continue
-            keep = weight.dtype.type(update_batch(ys[start[j]:start[j + 1]], learnings, w_boost, float(count[j]),
-                                                  step0, params, d[start[j]:start[j + 1]]))
-            _scale_row(weight, j, keep)
-            count[j] += learnings
-            for f in range(start[j], start[j + 1]):
-                fire_count[j] += ys[f] != 0
-        if dense:
-            for e in range(E):
-                for j in range(b, N, blocks):
+                ends[e + 1] = n
+            if dense:  # raw[:, j] is read: coef[:, j] may take its place
+                for e in range(E):
                     for s in range(S):
                         coef[e, j, s] = 0
-        cursor[:] = start[:-1]
-        shares = np.empty(S, weight.dtype)  # one run: a kernel's learnings in one step, in order
-        for e in range(E):
-            f = first[e]
-            while f < first[e + 1]:
-                j = who[f]
-                run = 1
-                while f + run < first[e + 1] and who[f + run] == j:
-                    run += 1
+            if n == 0:
+                continue
+            keep = weight.dtype.type(update_batch(ys[:n], n, w_boost, float(count[j]), step0, params, d[:n]))
+            _scale_row(weight, j, keep)
+            count[j] += n
+            for f in range(n):
+                fire_count[j] += ys[f] != 0
+            for e in range(E):
+                f, run = ends[e], ends[e + 1] - ends[e]
                 at = where[f:f + run]
                 for i in range(run):
                     s = at[i]
-                    share = d[cursor[j] + i]
                     if dense:
-                        coef[e, j, s] = share / denominator[e, s]
+                        coef[e, j, s] = d[f + i] / denominator[e, s]
                     else:
-                        shares[i] = share if rows.shape[0] > 0 else share / denominator[e, s]
+                        shares[i] = d[f + i] if rows.shape[0] > 0 else d[f + i] / denominator[e, s]
                 if not dense and rows.shape[0] > 0:
                     _add_rows(weight, j, shares[:run], rows, e * S, at)
-                elif not dense:
+                elif not dense and run > 0:
                     _add_patches(weight, j, shares[:run], at, images, e, tops, lefts, kh, width)
-                cursor[j] += run
-                f += run
-        if renormalise and not dense:
-            for j in range(b, N, blocks):
-                if start[j + 1] > start[j]:
-                    _renormalise_row(weight, j)
+            if renormalise and not dense:
+                _renormalise_row(weight, j)
 
 
 @numba.njit(cache=True, fastmath=True)
