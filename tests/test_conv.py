@@ -253,3 +253,18 @@ def test_grouped_patch_adds_give_the_bits_of_one_add_after_another(run):
     grouped = weight.copy()
     kernels._add_rows(grouped, 2, shares, rows, out_width * out_width, at)
     assert np.array_equal(grouped, one_by_one)
+
+
+@pytest.mark.parametrize("channels", [1, CONV_MIN_CHANNELS])
+def test_sequential_walk_with_a_rate_of_one_matches_reference(channels):
+    """w_boost=1 jumps to the input (w' = x, c = 0): the walk, which keeps a moved kernel as a scale
+    times a stored row, writes it out instead of dividing by c."""
+    X = digit_images(100, channels)
+    layer = FpConv2d(channels, 6, 3, padding=1, w_boost=1.0, t_decay=0.05, seed=0, dtype=torch.float64,
+                     normalize_output=False)
+    ref_out, ref_W, ref_t = reference_conv(layer.weight.clone(), torch.ones(6, 8, 8, dtype=torch.float64), X,
+                                           1.0, 0.05, padding=(1, 1))
+    out = layer(X)
+    assert (ref_out > 0).sum() > 100
+    assert (out - ref_out).abs().max() < 1e-5
+    assert (layer.weight - ref_W).abs().max() < 1e-5

@@ -461,6 +461,10 @@ def _add_row(weight, j, share, rows, p):
 DRIFT_SLACK_PER_MOVE = 1e-6
 DRIFT_MARGIN = 1e-4
 
+#: Below this |c * sigma| a move in ``scan_conv`` writes the kernel out instead of dividing by it (a
+#: rule that jumps to the input, c = 0; or a kernel shrunk far within one step).
+LAZY_SCALE_FLOOR = 1e-20
+
 
 @numba.njit(cache=True)
 def _drift(align, moves):
@@ -589,14 +593,21 @@ def _row_dot(weight, j, rows, p):
 
 @numba.njit(cache=True, parallel=True)
 def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count, fire_count, step0, rule, blocks):
-    """The exact sequential walk of a convolution's chunk under a rule whose neurons never interact,
-    in the convolution's layout (``scan_direct`` for conv layers): each kernel walks the chunk's
+    """The sequential walk of a convolution's chunk under a rule whose neurons never interact, in
+    the convolution's layout (``scan_direct`` for conv layers): each kernel walks the chunk's
     locations in stream order on its own, taking its chunk-start projection y0 until it first
     moves and a dot product with the patch after, unless it cannot fire there: a unit kernel w
     that has drifted from its chunk-start w0 has |y - y0| <= |w - w0| = sqrt(2 - 2 w . w0)
     (renormalising rules; w . w0 follows each move in O(1), is computed exactly once a step, and
     the bound keeps room for rounding), so where y0 plus that bound stays below the level, the
     kernel does not fire, whatever its dot product, and none is computed.
+
+    A move costs one pass over the kernel: the kernel is kept as sigma * weight[j], so that
+    ``w' = (c w + d x) / n`` adds ``d / (c sigma) * x`` to weight[j] and sets sigma to
+    ``c sigma / n``, with n = sqrt(c^2 + d^2 + 2 c d y) for a unit w and a unit patch x when the rule
+    renormalises (else 1), the length ``scan_gram`` uses. Once a step (and at the chunk end) each
+    kernel that moved is written out exactly: renormalised (its rounding does not pile up), or
+    scaled by sigma.
 
     raw (E, N, S) the projections with the chunk-start kernels before each patch is scaled;
     denominator (E, S) the patch lengths; valid (E, S); scale (E,) each step's decay scale
@@ -620,15 +631,26 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
         align = np.ones(N)  # w . w_start of each kernel (unit rows when the rule renormalises)
         moves = np.zeros(N, np.int64)  # moves since align was last computed exactly
         drift = np.zeros(N)  # the bound on |w - w_start| they give
-        for e in range(E):
-            step_scale = scale[e]
+        sigma = np.ones(N)  # kernel j is sigma[j] * weight[j]
+        pending = np.zeros(N, np.bool_)  # moved since it was last written out
+        for e in range(E + 1):
             for j in range(b, N, blocks):
-                if renormalise and moved[j]:  # exact once a step, so that rounding cannot pile up
+                if pending[j]:  # written out exactly once a step
+                    if renormalise:
+                        _renormalise_row(weight, j)
+                    else:
+                        _scale_row(weight, j, weight.dtype.type(sigma[j]))
+                    sigma[j], pending[j] = 1.0, False
+                if renormalise and moved[j] and e < E:  # and its alignment, so that rounding cannot pile up
                     exact = 0.0
                     for k in range(K):
                         exact += float(weight[j, k]) * float(start[j, k])
                     align[j], moves[j] = exact, 0
                     drift[j] = _drift(exact, 0)
+            if e == E:
+                break
+            step_scale = scale[e]
+            for j in range(b, N, blocks):
                 for s in range(S):
                     if not valid[e, s]:
                         continue
@@ -639,9 +661,10 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
                     elif renormalise and (y0 + drift[j]) * step_scale < level[j, s]:
                         continue  # |y - y0| <= |w - w_start|: it cannot reach its level, no dot needed
                     elif rows.shape[0] > 0:
-                        y = weight.dtype.type(_row_dot(weight, j, rows, e * S + s))
+                        y = weight.dtype.type(sigma[j] * _row_dot(weight, j, rows, e * S + s))
                     else:
-                        y = weight.dtype.type(_patch_dot(weight, j, images, e, top, left, kh, width) / denominator[e, s])
+                        y = weight.dtype.type(sigma[j] * _patch_dot(weight, j, images, e, top, left, kh, width)
+                                              / denominator[e, s])
                     scaled = y * step_scale
                     if scaled < level[j, s]:
                         continue
@@ -650,17 +673,21 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
                     c, d = (c0, d0) if constant else update(float(y), w_boost, float(count[j]), step0 + e, params)
                     count[j] += 1
                     fire_count[j] += y != 0
-                    _scale_row(weight, j, weight.dtype.type(c))
-                    if rows.shape[0] > 0:
-                        _add_row(weight, j, weight.dtype.type(d), rows, e * S + s)
+                    length = math.sqrt(max(0.0, c * c + d * d + 2.0 * c * d * float(y))) if renormalise else 1.0
+                    if abs(c * sigma[j]) < LAZY_SCALE_FLOOR:  # w' = (c w + d x) / n written out
+                        _scale_row(weight, j, weight.dtype.type(c * sigma[j]))
+                        share, sigma[j] = d, 1.0 / length
                     else:
-                        _add_patch(weight, j, weight.dtype.type(d / denominator[e, s]), images, e, top, left, kh, width)
+                        share, sigma[j] = d / (c * sigma[j]), c * sigma[j] / length
+                    if rows.shape[0] > 0:
+                        _add_row(weight, j, weight.dtype.type(share), rows, e * S + s)
+                    else:
+                        _add_patch(weight, j, weight.dtype.type(share / denominator[e, s]), images, e, top, left, kh, width)
                     if renormalise:
-                        length = _renormalise_row(weight, j)
                         align[j] = (c * align[j] + d * float(y0)) / length  # (c w + d x) / n . w_start
                         moves[j] += 1
                         drift[j] = _drift(align[j], moves[j])
-                    moved[j] = True
+                    moved[j], pending[j] = True, True
 
 
 @numba.njit(cache=True)
