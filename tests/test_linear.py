@@ -314,3 +314,19 @@ def test_compiled_kernels_give_the_same_bits_on_any_thread_count(mode, solver, m
     assert (results[0][0] > 0).sum() > 1000
     for one, two in zip(*results):
         assert torch.equal(one, two)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread only")
+def test_one_sample_calls_give_the_same_bits_on_any_thread_count(monkeypatch):
+    """kernels.single_step splits the rows over threads; the state and outputs must not depend on how many."""
+    X = digits(8, repeat=1)[:300].float()
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(kernels, "match_threads", lambda: numba.set_num_threads(threads))
+        layer = FpLinear(64, 41, t_decay=0.01, seed=5)
+        outs = torch.stack([layer(x) for x in X])
+        results.append((outs, layer.weight.clone(), layer.threshold.clone(), layer.fire_count.clone(),
+                        layer.learn_count.clone()))
+    assert (results[0][0] > 0).sum() > 500
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
