@@ -5,6 +5,7 @@ is copied, extreme magnitudes keep their direction, and bad hyper-parameters are
 import math
 import signal
 
+import numba
 import pytest
 import torch
 from sklearn.datasets import load_digits
@@ -87,17 +88,23 @@ def test_an_interrupt_anywhere_leaves_the_state_after_the_first_k_samples(kind, 
     assert torch.equal(layer(X[k:]), clean(X[k:])), "the rest of the stream goes on as if nothing happened"
 
 
+@pytest.mark.parametrize("kernel", ["single_step", "single_step_threaded"])
 @pytest.mark.parametrize("when", ["before", "after"])
-def test_an_interrupt_in_a_one_sample_call_lands_before_or_after_the_sample(when, monkeypatch):
+def test_an_interrupt_in_a_one_sample_call_lands_before_or_after_the_sample(when, kernel, monkeypatch):
     """A one-sample call makes its whole state change in one compiled call, during which Python
     runs no signal handler: a SIGINT lands before it (the layer as it was) or after it (the layer
-    holding the state after that sample, samples_seen counting it)."""
+    holding the state after that sample, samples_seen counting it). On one thread (or under
+    OMP_WAIT_POLICY=PASSIVE) the call is ``single_step``, else ``single_step_threaded``."""
+    if kernel == "single_step_threaded" and numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread only")
+    threads = 1 if kernel == "single_step" else 2
+    monkeypatch.setattr(kernels, "threads_for_short_calls", lambda: threads)
     X = torch.tensor(load_digits().data[:60], dtype=torch.float32)
     layer = FpLinear(64, 20, w_boost=0.05, t_decay=0.02, seed=0)
     for x in X[:40]:
         layer(x)
     start = state(layer)
-    real = kernels.single_step
+    real = getattr(kernels, kernel)
 
     def interrupted(*args):
         if when == "before":
@@ -105,10 +112,10 @@ def test_an_interrupt_in_a_one_sample_call_lands_before_or_after_the_sample(when
         status = real(*args)
         signal.raise_signal(signal.SIGINT)
         return status
-    monkeypatch.setattr(kernels, "single_step", interrupted)
+    monkeypatch.setattr(kernels, kernel, interrupted)
     with pytest.raises(KeyboardInterrupt):
         layer(X[40])
-    monkeypatch.setattr(kernels, "single_step", real)
+    monkeypatch.setattr(kernels, kernel, real)
     clean = FpLinear(64, 20, w_boost=0.05, t_decay=0.02, seed=0)
     clean.load_state_dict(start)
     if when == "after":

@@ -318,11 +318,13 @@ def test_compiled_kernels_give_the_same_bits_on_any_thread_count(mode, solver, m
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread only")
 def test_one_sample_calls_give_the_same_bits_on_any_thread_count(monkeypatch):
-    """kernels.single_step splits the rows over threads; the state and outputs must not depend on how many."""
+    """kernels.single_step_threaded splits the rows over threads; the state and outputs must be
+    those of kernels.single_step (one thread, or OMP_WAIT_POLICY=PASSIVE, as make test sets)."""
     X = digits(8, repeat=1)[:300].float()
     results = []
     for threads in (1, 2):
         monkeypatch.setattr(kernels, "match_threads", lambda: numba.set_num_threads(threads))
+        monkeypatch.setattr(kernels, "threads_for_short_calls", lambda: threads)
         layer = FpLinear(64, 41, t_decay=0.01, seed=5)
         outs = torch.stack([layer(x) for x in X])
         results.append((outs, layer.weight.clone(), layer.threshold.clone(), layer.fire_count.clone(),
@@ -330,3 +332,11 @@ def test_one_sample_calls_give_the_same_bits_on_any_thread_count(monkeypatch):
     assert (results[0][0] > 0).sum() > 500
     for one, two in zip(*results):
         assert torch.equal(one, two)
+
+
+def test_one_sample_calls_stay_on_one_thread_when_openmp_threads_sleep(monkeypatch):
+    """Under OMP_WAIT_POLICY=PASSIVE waking the threads costs more than a one-sample pass saves."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert kernels.threads_for_short_calls() == 1
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert kernels.threads_for_short_calls() == kernels.threads()

@@ -257,10 +257,11 @@ def single_position(x, weight, threshold, counters, *, learning: Learning,
             np.ascontiguousarray(d, dtype=np.float64).reshape(-1), rule.renormalise,
             1.0 - learning.t_decay, normalize_output)
     learn_count, fire_count, samples_seen = counters
+    state = (x, unit, y, weight.numpy(), threshold.numpy(), move,
+             (learn_count.numpy(), fire_count.numpy(), samples_seen.numpy().reshape(1)), out.numpy())
     kernels.match_threads()
-    status = kernels.single_step(x, unit, y, weight.numpy(), threshold.numpy(), move,
-                                 (learn_count.numpy(), fire_count.numpy(), samples_seen.numpy().reshape(1)),
-                                 out.numpy(), kernels.threads())
+    threads = kernels.threads_for_short_calls()
+    status = kernels.single_step_threaded(*state, threads) if threads > 1 else kernels.single_step(*state)
     return out if status == 0 else None
 
 

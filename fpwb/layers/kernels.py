@@ -30,7 +30,8 @@ does not fire. Scaled projections ``u = (w . x) * r**-e`` and levels: see ``fpwb
   ``batch_move`` (the sparse combined move), ``batch_move_patches`` (the same, reading a
   convolution's patches from its images) and ``batch_coefficients`` (the move as dense
   coefficients, for the tensor path).
-- ``single_step``: one sample, the whole state change in one call (FpLinear's one-sample calls).
+- ``single_step``: one sample, the whole state change in one call (FpLinear's one-sample calls);
+  ``single_step_threaded`` the same with the rows split over threads.
 - ``batch_conv`` and ``scan_conv``: a convolution's chunk in batch and sequential mode (rules whose
   neurons never interact), each one call in the convolution's (steps, kernels, locations)
   layout, reading patches from channels-last images or written-out rows. Their inner loops
@@ -38,6 +39,7 @@ does not fire. Scaled projections ``u = (w . x) * r**-e`` and levels: see ``fpwb
   negative indices keeps a loop with signed indices from vectorising.
 """
 import math
+import os
 import warnings
 
 import numba
@@ -57,6 +59,14 @@ SAFE_EXPONENT = 60
 def threads() -> int:
     """How many threads the parallel kernels use now."""
     return numba.get_num_threads()
+
+
+def threads_for_short_calls() -> int:
+    """Threads for a parallel kernel called many times in a row on little work (FpLinear's
+    one-sample calls): ``threads()`` while OpenMP's idle threads spin between calls (its default),
+    one under ``OMP_WAIT_POLICY=PASSIVE``, where they sleep and waking them costs more than the
+    work saves (a one-sample call into FpLinear(784, 1000) took twice as long on two)."""
+    return 1 if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE" else threads()
 
 
 def match_threads():
@@ -844,8 +854,59 @@ def _move_row(w, x, c, d, renormalise):
             w[k] *= scale
 
 
-@numba.njit(cache=True, parallel=True)
-def single_step(x, unit, y, weight, level, move, counters, out, blocks):
+@numba.njit(cache=True)
+def _unit_input(x, unit) -> bool:
+    """x scaled to unit length into ``unit`` (nothing to do when unit is empty: x is unit already);
+    False, with unit untouched, when x's length is not an ordinary number (zero, tiny, overflowing,
+    NaN)."""
+    if unit.shape[0] == 0:
+        return True
+    length = math.sqrt(_dot(x, x))
+    if not (2.0 ** -SAFE_EXPONENT <= length < math.inf):
+        return False
+    scale = x.dtype.type(length)
+    for k in range(x.shape[0]):
+        unit[k] = x[k] / scale
+    return True
+
+
+@numba.njit(cache=True, fastmath=True)
+def _step_rows(first, end, unit, y, weight, level, move, counters, out):
+    """Rows first:end of ``single_step``: project (unless y is given), fire, move, count, decay."""
+    c, d, renormalise, decay, _ = move
+    learn_count, fire_count, _ = counters
+    given = y.shape[0] > 0
+    for j in range(first, end):
+        w = weight[j]
+        value = y[j] if given else _dot_same(w, unit)
+        if value >= level[j]:
+            i = j if c.shape[0] > 1 else 0
+            _move_row(w, unit, w.dtype.type(c[i]), w.dtype.type(d[i]), renormalise)
+            level[j] = value
+            out[j] = value
+            learn_count[j] += 1
+            if value != 0:
+                fire_count[j] += 1
+        level[j] *= decay
+
+
+@numba.njit(cache=True)
+def _finish_step(move, counters, out):
+    """The step counted, and out scaled to unit length when the move says so (squares summed in
+    row order: the same on any thread count)."""
+    counters[2][0] += 1
+    if move[4]:
+        square_sum = 0.0
+        for j in range(out.shape[0]):
+            square_sum += float(out[j]) * float(out[j])
+        if square_sum > 0:
+            length = out.dtype.type(math.sqrt(square_sum))
+            for j in range(out.shape[0]):
+                out[j] /= length
+
+
+@numba.njit(cache=True)
+def single_step(x, unit, y, weight, level, move, counters, out):
     """One sample of a rule whose neurons do not interact, the whole state change in one call (a
     Ctrl-C lands before or after it, never inside) and one pass over the weights.
 
@@ -855,48 +916,29 @@ def single_step(x, unit, y, weight, level, move, counters, out, blocks):
     renormalised when the rule does, and its level becomes y[j]; then every level decays.
     move = (c, d, renormalise, decay, normalize_output): c and d of length N, or 1 when the
     rule's move is constant; normalize_output scales out to unit length. counters =
-    (learn_count, fire_count, samples) with samples (1,). The rows split into ``blocks``
-    contiguous blocks, one per thread: each thread meets the same rows at every call, so that
-    they stay in its core's cache between calls (a 1000 x 784 float32 layer is larger than one
-    core's L2); the same bits on any thread count. Returns 0, or -1 without a change when x's
-    length is not an ordinary number (zero, tiny, overflowing, NaN: the caller's general path
-    handles those)."""
-    c, d, renormalise, decay, normalize_output = move
-    learn_count, fire_count, samples = counters
-    if unit.shape[0] > 0:
-        length = math.sqrt(_dot(x, x))
-        if not (2.0 ** -SAFE_EXPONENT <= length < math.inf):
-            return -1
-        scale = x.dtype.type(length)
-        for k in range(x.shape[0]):
-            unit[k] = x[k] / scale
-    else:
-        unit = x
-    given = y.shape[0] > 0
+    (learn_count, fire_count, samples) with samples (1,). Returns 0, or -1 without a change when
+    x's length is not an ordinary number (the caller's general path handles those)."""
+    if not _unit_input(x, unit):
+        return -1
+    unit = unit if unit.shape[0] > 0 else x
+    _step_rows(0, weight.shape[0], unit, y, weight, level, move, counters, out)
+    _finish_step(move, counters, out)
+    return 0
+
+
+@numba.njit(cache=True, parallel=True)
+def single_step_threaded(x, unit, y, weight, level, move, counters, out, blocks):
+    """``single_step`` with the rows in one contiguous block per thread: each thread meets the
+    same rows at every call, so that they stay in its core's cache between calls (a 1000 x 784
+    float32 layer is larger than one core's L2). The same bits on any thread count."""
+    if not _unit_input(x, unit):
+        return -1
+    unit = unit if unit.shape[0] > 0 else x
     N = weight.shape[0]
     blocks = max(1, min(N, blocks))
     for b in numba.prange(blocks):
-        for j in range(b * N // blocks, (b + 1) * N // blocks):
-            w = weight[j]
-            value = y[j] if given else _dot_same(w, unit)
-            if value >= level[j]:
-                i = j if c.shape[0] > 1 else 0
-                _move_row(w, unit, w.dtype.type(c[i]), w.dtype.type(d[i]), renormalise)
-                level[j] = value
-                out[j] = value
-                learn_count[j] += 1
-                if value != 0:
-                    fire_count[j] += 1
-            level[j] *= decay
-    samples[0] += 1
-    if normalize_output:
-        square_sum = 0.0  # in row order: the same sum on any thread count
-        for j in range(N):
-            square_sum += float(out[j]) * float(out[j])
-        if square_sum > 0:
-            length = out.dtype.type(math.sqrt(square_sum))
-            for j in range(N):
-                out[j] /= length
+        _step_rows(b * N // blocks, (b + 1) * N // blocks, unit, y, weight, level, move, counters, out)
+    _finish_step(move, counters, out)
     return 0
 
 
