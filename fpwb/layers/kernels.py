@@ -870,7 +870,7 @@ def _unit_input(x, unit) -> bool:
     return True
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True)
 def _step_rows(first, end, unit, y, weight, level, move, counters, out):
     """Rows first:end of ``single_step``: project (unless y is given), fire, move, count, decay."""
     c, d, renormalise, decay, _ = move
