@@ -466,6 +466,17 @@ def _add_row(weight, j, share, rows, p):
         weight[j, k] += share * rows[p, k]
 
 
+@numba.njit(cache=True, fastmath=True)
+def _rows_dot64(a, i, b, j) -> float:
+    """a[i] . b[j] in float64 (each product exact for float32), summed reassociated (SIMD): what
+    ``scan_conv``'s drift bound needs, without a strict left-to-right sum's wait on every add."""
+    i, j = np.uint64(i), np.uint64(j)
+    acc = 0.0
+    for k in range(np.uint64(a.shape[1])):
+        acc += float(a[i, k]) * float(b[j, k])
+    return acc
+
+
 #: Slack of the drift bound in ``scan_conv`` for rounding: per move since the exact alignment
 #: (each move rounds the weights, about 1e-7 in float32), and in all (the dot products' own).
 DRIFT_SLACK_PER_MOVE = 1e-6
@@ -631,7 +642,6 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
     update, params, renormalise, w_boost, constant = rule
     c0, d0 = update(0.0, w_boost, 0.0, 0.0, params)  # the move itself when the rule's is constant
     E, N, S = raw.shape
-    K = weight.shape[1]
     kh, width = geometry[1], geometry[2] * geometry[5]  # a patch: kH rows of kW * C values
     tops, lefts = _patch_starts(S, geometry)
     blocks = max(1, min(N, blocks))
@@ -652,9 +662,7 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
                         _scale_row(weight, j, weight.dtype.type(sigma[j]))
                     sigma[j], pending[j] = 1.0, False
                 if renormalise and moved[j] and e < E:  # and its alignment, so that rounding cannot pile up
-                    exact = 0.0
-                    for k in range(K):
-                        exact += float(weight[j, k]) * float(start[j, k])
+                    exact = _rows_dot64(weight, j, start, j)
                     align[j], moves[j] = exact, 0
                     drift[j] = _drift(exact, 0)
             if e == E:
