@@ -653,7 +653,7 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
         drift = np.zeros(N)  # the bound on |w - w_start| they give
         sigma = np.ones(N)  # kernel j is sigma[j] * weight[j]
         pending = np.zeros(N, np.bool_)  # moved since it was last written out
-        for e in range(E + 1):
+        for e in range(E + 1):  # E + 1: the write-out below also ends the chunk
             for j in range(b, N, blocks):
                 if pending[j]:  # written out exactly once a step
                     if renormalise:
