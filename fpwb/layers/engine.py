@@ -232,7 +232,8 @@ def single_position(x, weight, threshold, counters, *, learning: Learning,
                     normalize_output: bool) -> torch.Tensor | None:
     """A learning forward of one sample on CPU (a one-sample call, the way an online learner is
     fed) under a rule whose neurons do not interact (``single_position_serves``): every neuron
-    that fires moves once. One compiled call (``kernels.single_step``) scales x, reads each weight
+    that fires moves once. One compiled call (``kernels.single_step``, or ``single_step_threaded``
+    with the rows split over threads: ``kernels.threads_for_short_calls``) scales x, reads each weight
     row once, projects, fires and moves it, and makes the whole state change, counters included,
     so that the call needs no chunk guard: it happens whole or not at all. x (K,) the raw input,
     weight (N, K), threshold (N,), counters (learn_count, fire_count, samples_seen: this

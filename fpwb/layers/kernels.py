@@ -64,8 +64,8 @@ def threads() -> int:
 def threads_for_short_calls() -> int:
     """Threads for a parallel kernel called many times in a row on little work (FpLinear's
     one-sample calls): ``threads()`` while OpenMP's idle threads spin between calls (its default),
-    one under ``OMP_WAIT_POLICY=PASSIVE``, where they sleep and waking them costs more than the
-    work saves (a one-sample call into FpLinear(784, 1000) took twice as long on two)."""
+    one under ``OMP_WAIT_POLICY=PASSIVE``, where they sleep and waking them at every call costs more
+    than splitting the work saves."""
     return 1 if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE" else threads()
 
 
