@@ -445,17 +445,12 @@ def _scale_row(weight, j, factor):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _renormalise_row(weight, j) -> float:
-    """weight[j] scaled to unit length (squares summed in float64); returns the length it had."""
+def _renormalise_row(weight, j):
+    """weight[j] scaled to unit length (squares summed in float64, ``_rows_dot64``)."""
+    norm = weight.dtype.type(math.sqrt(_rows_dot64(weight, j, weight, j)))
     j = np.uint64(j)
-    squares = 0.0
-    for k in range(np.uint64(weight.shape[1])):
-        squares += float(weight[j, k]) * float(weight[j, k])
-    length = math.sqrt(squares)
-    norm = weight.dtype.type(length)
     for k in range(np.uint64(weight.shape[1])):
         weight[j, k] /= norm
-    return length
 
 
 @numba.njit(cache=True, fastmath=True)
