@@ -523,8 +523,11 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
     A kernel's firings depend on its own levels alone, so each kernel walks the whole chunk on its
     own (kernels in ``blocks`` interleaved blocks, one per thread: the same bits on any thread
     count), steps in order and, inside a step, locations in order, recording its learnings in
-    stream order as it goes; then it moves, adding the learned patches of each step four per pass
-    over its weights (``_add_patches``, ``_add_rows``: the bits of one add after another).
+    stream order with their shares of the move. Then each thread adds the learned patches step by
+    step, all its kernels' patches of a step before the next step's (so that the step's images
+    stay in cache while its kernels read them, instead of every kernel streaming the whole
+    chunk), four per pass over a kernel's weights (``_add_patches``, ``_add_rows``): each kernel
+    still gets its patches in stream order, the bits of one add after another.
     """
     rows, images, geometry = source
     update_batch, params, renormalise, w_boost, _ = rule
@@ -532,13 +535,14 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
     kh, width = geometry[1], geometry[2] * geometry[5]  # a patch: kH rows of kW * C values
     tops, lefts = _patch_starts(S, geometry)
     dense = coef.shape[0] > 0
+    from_rows = rows.shape[0] > 0
     blocks = max(1, min(N, blocks))
+    where = np.empty((N, E * S), np.int32)  # each kernel's learnings: locations, in stream order
+    shares = np.empty((N, E * S), weight.dtype)  # and their patches' shares of its move
+    ends = np.zeros((N, E + 1), np.int64)  # kernel j's learnings of step e: ends[j, e]:ends[j, e + 1]
     for b in numba.prange(blocks):
-        where = np.empty(E * S, np.int32)  # the kernel's learnings: locations, in stream order
-        ys, d = np.empty(E * S), np.empty(E * S)  # their values and their shares of the move
-        ends = np.zeros(E + 1, np.int64)  # the learnings of step e: ends[e]:ends[e + 1]
+        ys, d = np.empty(E * S), np.empty(E * S)  # a kernel's learned values and the rule's d for them
         fired = np.empty(S, np.bool_)  # where the kernel fired in the step at hand
-        shares = np.empty(S, weight.dtype)
         for j in range(b, N, blocks):
             v = np.uint64(j)  # unsigned indices: no negative-index wrap-around, the loop vectorises
             n = 0
@@ -553,10 +557,10 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
                     out[u, v, s] = y if fires else 0
                     fired[s] = fires
                 for s in range(S):  # then the step's learnings, appended without a branch
-                    where[n] = s
+                    where[v, n] = s
                     ys[n] = out[u, v, np.uint64(s)]
                     n += fired[s]
-                ends[e + 1] = n
+                ends[j, e + 1] = n
             if dense:  # raw[:, j] is read: coef[:, j] may take its place
                 for e in range(E):
                     for s in range(S):
@@ -569,20 +573,28 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
             for f in range(n):
                 fire_count[j] += ys[f] != 0
             for e in range(E):
-                f, run = ends[e], ends[e + 1] - ends[e]
-                at = where[f:f + run]
-                for i in range(run):
-                    s = at[i]
+                for f in range(ends[j, e], ends[j, e + 1]):
+                    s = where[j, f]
                     if dense:
-                        coef[e, j, s] = d[f + i] / denominator[e, s]
+                        coef[e, j, s] = d[f] / denominator[e, s]
                     else:
-                        shares[i] = d[f + i] if rows.shape[0] > 0 else d[f + i] / denominator[e, s]
-                if not dense and rows.shape[0] > 0:
-                    _add_rows(weight, j, shares[:run], rows, e * S, at)
-                elif not dense and run > 0:
-                    _add_patches(weight, j, shares[:run], at, images, e, tops, lefts, kh, width)
-            if renormalise and not dense:
-                _renormalise_row(weight, j)
+                        shares[j, f] = d[f] if from_rows else d[f] / denominator[e, s]
+        if dense:
+            continue
+        for e in range(E):
+            for j in range(b, N, blocks):
+                first, last = ends[j, e], ends[j, e + 1]
+                if first == last:
+                    continue
+                if from_rows:
+                    _add_rows(weight, j, shares[j, first:last], rows, e * S, where[j, first:last])
+                else:
+                    _add_patches(weight, j, shares[j, first:last], where[j, first:last], images, e, tops, lefts,
+                                 kh, width)
+        if renormalise:
+            for j in range(b, N, blocks):
+                if ends[j, E] > 0:
+                    _renormalise_row(weight, j)
 
 
 @numba.njit(cache=True, fastmath=True)
