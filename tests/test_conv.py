@@ -268,3 +268,31 @@ def test_sequential_walk_with_a_rate_of_one_matches_reference(channels):
     assert (ref_out > 0).sum() > 100
     assert (out - ref_out).abs().max() < 1e-5
     assert (layer.weight - ref_W).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reach_bound_never_skips_a_kernel_that_can_fire(seed):
+    """scan_conv skips a moved kernel's dot product where ``_out_of_reach`` says it cannot fire: on
+    float32 unit kernels and patches, the worst case among them (the patch in the plane of w_start
+    and the drift, on the far side), the bound must hold, and it must still skip where y0 is far
+    below the level (else it saves nothing)."""
+    rng = np.random.default_rng(seed)
+    K = 576
+    unit = lambda v: (v / np.linalg.norm(v)).astype(np.float32)
+    for angle in (1e-4, 0.01, 0.1, 0.5, 1.5):
+        w0 = unit(rng.standard_normal(K))
+        across = rng.standard_normal(K)
+        across = unit(across - (across @ w0) * w0)
+        w = unit(math.cos(angle) * w0 + math.sin(angle) * across)
+        align = float(w.astype(np.float64) @ w0.astype(np.float64))
+        moves = int(rng.integers(0, 20))
+        reach, slack = kernels._reach(align, moves)
+        for patch_angle in np.linspace(0, math.pi, 25):
+            x = unit(math.cos(patch_angle) * w0 + math.sin(patch_angle) * across + 1e-3 * rng.standard_normal(K))
+            y0 = float(np.float32(w0 @ x))
+            y = float(w.astype(np.float64) @ x.astype(np.float64))
+            for step_scale in (1.0, 3.7):
+                level = y * step_scale * (1 - 1e-7) if y > 0 else y * step_scale * (1 + 1e-7)
+                assert not kernels._out_of_reach(y0, align, reach, slack, step_scale, level), (angle, patch_angle)
+    assert kernels._out_of_reach(0.2, 0.999, *kernels._reach(0.999, 3), 1.0, 0.5)
+    assert not kernels._out_of_reach(0.49, 0.999, *kernels._reach(0.999, 3), 1.0, 0.5)

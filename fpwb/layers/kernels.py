@@ -464,7 +464,7 @@ def _add_row(weight, j, share, rows, p):
 @numba.njit(cache=True, fastmath=True)
 def _rows_dot64(a, i, b, j) -> float:
     """a[i] . b[j] in float64 (each product exact for float32), summed reassociated (SIMD): what
-    ``scan_conv``'s drift bound needs, without a strict left-to-right sum's wait on every add."""
+    ``scan_conv``'s reach bound needs, without a strict left-to-right sum's wait on every add."""
     i, j = np.uint64(i), np.uint64(j)
     acc = 0.0
     for k in range(np.uint64(a.shape[1])):
@@ -472,9 +472,12 @@ def _rows_dot64(a, i, b, j) -> float:
     return acc
 
 
-#: Slack of the drift bound in ``scan_conv`` for rounding: per move since the exact alignment
-#: (each move rounds the weights, about 1e-7 in float32), and in all (the dot products' own).
+#: Room for rounding in ``scan_conv``'s reach bound: per move since the exact alignment (each move
+#: rounds the weights, about 1e-7 in float32), in the lengths of unit kernels and patches, in a
+#: chunk-start projection (the convolution's sum), and in all.
 DRIFT_SLACK_PER_MOVE = 1e-6
+UNIT_SLACK = 1e-5
+Y0_SLACK = 1e-4
 DRIFT_MARGIN = 1e-4
 
 #: Below this |c * sigma| a move in ``scan_conv`` writes the kernel out instead of dividing by it (a
@@ -483,10 +486,24 @@ LAZY_SCALE_FLOOR = 1e-20
 
 
 @numba.njit(cache=True)
-def _drift(align, moves):
-    """An upper bound on |w - w_start| for unit w and w_start with w . w_start = align, with room
-    for the rounding of ``moves`` moves (so |y - y0| stays below it for a unit patch)."""
-    return math.sqrt(max(0.0, 2.0 - 2.0 * align) + 2.0 * moves * DRIFT_SLACK_PER_MOVE) + DRIFT_MARGIN
+def _reach(align, moves):
+    """For a unit kernel w with w . w_start = align (both unit) after ``moves`` moves: an upper
+    bound on |r|^2, r = w - align * w_start (the part of w orthogonal to w_start), and the slack
+    its projections need, both with room for rounding (``_out_of_reach``)."""
+    slack = 2.0 * moves * DRIFT_SLACK_PER_MOVE
+    return max(0.0, 1.0 - align * align + slack + 2.0 * UNIT_SLACK), slack + Y0_SLACK + DRIFT_MARGIN
+
+
+@numba.njit(cache=True)
+def _out_of_reach(y0, align, reach, slack, step_scale, level) -> bool:
+    """Whether a unit kernel w (``_reach``: align, reach, slack) cannot fire on a unit patch x whose
+    projection on w_start is y0: with w = align * w_start + r and x = y0 * w_start + x', both r and
+    x' orthogonal to w_start, y = align * y0 + r . x' <= align * y0 + |r| |x'| (the angle from w to
+    x is at least the angle from w_start to x less the angle from w_start to w), so w cannot fire
+    where that bound times step_scale stays below level. Compared squared: no square root."""
+    room = level - (align * y0 + slack) * step_scale
+    across = max(0.0, 1.0 - y0 * y0 + 2.0 * Y0_SLACK * abs(y0) + 2.0 * UNIT_SLACK)  # >= |x'|^2
+    return room > 0 and reach * across * step_scale * step_scale < room * room
 
 
 @numba.njit(cache=True)
@@ -625,10 +642,10 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
     the convolution's layout (``scan_direct`` for conv layers): each kernel walks the chunk's
     locations in stream order on its own, taking its chunk-start projection y0 until it first
     moves and a dot product with the patch after, unless it cannot fire there: a unit kernel w
-    that has drifted from its chunk-start w0 has |y - y0| <= |w - w0| = sqrt(2 - 2 w . w0)
-    (renormalising rules; w . w0 follows each move in O(1), is computed exactly once a step, and
-    the bound keeps room for rounding), so where y0 plus that bound stays below the level, the
-    kernel does not fire, whatever its dot product, and none is computed.
+    that has drifted from its chunk-start w0 has y <= a y0 + sqrt(1 - a^2) sqrt(1 - y0^2) with
+    a = w . w0 (renormalising rules; a follows each move in O(1), is computed exactly once a step,
+    and the bound keeps room for rounding: ``_out_of_reach``), so where that bound stays below the
+    level, the kernel does not fire, whatever its dot product, and none is computed.
 
     A move costs one pass over the kernel: the kernel is kept as sigma * weight[j], so that
     ``w' = (c w + d x) / n`` adds ``d / (c sigma) * x`` to weight[j] and sets sigma to
@@ -657,7 +674,8 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
         moved = np.zeros(N, np.bool_)
         align = np.ones(N)  # w . w_start of each kernel (unit rows when the rule renormalises)
         moves = np.zeros(N, np.int64)  # moves since align was last computed exactly
-        drift = np.zeros(N)  # the bound on |w - w_start| they give
+        reach = np.zeros(N)  # the bound on |w - (w . w_start) w_start|^2 they give (_reach)
+        slack = np.zeros(N)
         sigma = np.ones(N)  # kernel j is sigma[j] * weight[j]
         pending = np.zeros(N, np.bool_)  # moved since it was last written out
         for e in range(E + 1):  # E + 1: the write-out below also ends the chunk
@@ -671,7 +689,7 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
                 if renormalise and moved[j] and e < E:  # and its alignment, so that rounding cannot pile up
                     exact = _rows_dot64(weight, j, start, j)
                     align[j], moves[j] = exact, 0
-                    drift[j] = _drift(exact, 0)
+                    reach[j], slack[j] = _reach(exact, 0)
             if e == E:
                 break
             step_scale = scale[e]
@@ -683,8 +701,9 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
                     y0 = raw[e, j, s] / denominator[e, s]  # the chunk-start projection
                     if not moved[j]:
                         y = y0
-                    elif renormalise and (y0 + drift[j]) * step_scale < level[j, s]:
-                        continue  # |y - y0| <= |w - w_start|: it cannot reach its level, no dot needed
+                    elif renormalise and _out_of_reach(float(y0), align[j], reach[j], slack[j], step_scale,
+                                                       float(level[j, s])):
+                        continue  # it cannot reach its level, whatever its dot product: none computed
                     elif rows.shape[0] > 0:
                         y = weight.dtype.type(sigma[j] * _row_dot(weight, j, rows, e * S + s))
                     else:
@@ -711,7 +730,7 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
                     if renormalise:
                         align[j] = (c * align[j] + d * float(y0)) / length  # (c w + d x) / n . w_start
                         moves[j] += 1
-                        drift[j] = _drift(align[j], moves[j])
+                        reach[j], slack[j] = _reach(align[j], moves[j])
                     moved[j], pending[j] = True, True
 
 
