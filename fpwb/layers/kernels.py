@@ -675,7 +675,7 @@ def scan_conv(raw, denominator, valid, scale, level, out, source, weight, count,
         align = np.ones(N)  # w . w_start of each kernel (unit rows when the rule renormalises)
         moves = np.zeros(N, np.int64)  # moves since align was last computed exactly
         reach = np.zeros(N)  # the bound on |w - (w . w_start) w_start|^2 they give (_reach)
-        slack = np.zeros(N)
+        slack = np.zeros(N)  # and the room for rounding its projections need
         sigma = np.ones(N)  # kernel j is sigma[j] * weight[j]
         pending = np.zeros(N, np.bool_)  # moved since it was last written out
         for e in range(E + 1):  # E + 1: the write-out below also ends the chunk
