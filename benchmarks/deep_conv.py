@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from fpwb.nets import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,8 +68,7 @@ def main(argv=None):
                 continue
             share = "-" if e["learned_share"] is None else f"{e['learned_share']:.2f}"
             red = "-" if e["redundant"] is None else f"{e['redundant']:.2f}"
-            probe = "diverged" if np.isnan(e["mean"]) else f"{100 * e['mean']:.2f} ± {100 * e['std']:.2f}"
-            stages.append(f"| {m} | {k} | {probe} | {share} | {red} |")
+            stages.append(f"| {m} | {k} | {protocol.probe_cell(e)} | {share} | {red} |")
     command = "python benchmarks/deep_conv.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     text = "\n".join([
         "# Deep conv nets: Frontprop against the same net untrained",
@@ -81,7 +78,8 @@ def main(argv=None):
         f"Data: {data[4]}, {len(data[0])} training / {len(data[2])} test images (the same random "
         f"subsample, seed 0, for every method). Net: {spec.describe()}. Frontprop layers: "
         f"{json.dumps(layer)}, greedy, {args.epochs} epoch(s) per stage. Seeds {args.seeds}; "
-        f"mean ± std (ddof 1) of the linear probe's test accuracy (%) on the last stage; "
+        f"{'mean ± std (ddof 1)' if len(args.seeds) > 1 else 'one seed, so no spread'} of the linear probe's "
+        f"test accuracy (%) on the last stage; "
         f"backprop: Adam, {args.backprop_epochs} epochs, one net per depth.",
         "",
         protocol.table(rows),

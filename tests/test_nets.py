@@ -158,3 +158,13 @@ def test_a_tiny_run_has_every_method_and_depth():
     assert "| frontprop | batch |" in protocol.table(rows)
     with pytest.raises(ValueError, match="kernel sources"):
         protocol.run(SPEC, (X, y, Xt, yt), frontprop={}, kernels=("pca",))
+
+
+def test_table_shows_a_spread_only_over_several_seeds():
+    """One seed has no spread: its cells give the mean alone, not a '± 0.00' that reads as measured."""
+    row = dict(method="untrained", depth=1, stage=1, learned_share=None, redundant=None, mode="-")
+    one = [dict(row, seed=0, probe=0.8)]
+    assert "| untrained | - | 80.00 | +0.00 |" in protocol.table(one)
+    two = [dict(row, seed=0, probe=0.8), dict(row, seed=1, probe=0.9)]
+    assert "85.00 ± 7.07" in protocol.table(two)
+    assert protocol.probe_cell({"mean": float("nan"), "std": 0.0, "n": 3}) == "diverged"

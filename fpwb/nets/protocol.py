@@ -408,8 +408,18 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
+def probe_cell(entry: dict) -> str:
+    """A ``summary`` entry as a table cell, in %: mean ± std over seeds, the mean alone for one
+    seed (no spread to show), "diverged" where the probe is NaN."""
+    if np.isnan(entry["mean"]):
+        return "diverged"
+    if entry["n"] == 1:
+        return f"{100 * entry['mean']:.2f}"
+    return f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+
+
 def table(rows: list[dict], reference: str = "untrained") -> str:
-    """A Markdown table: per method, the last-stage probe at every depth (mean +- std over seeds),
+    """A Markdown table: per method, the last-stage probe at every depth (``probe_cell``),
     the gain over ``reference`` at the same depth, and the learned share of each stage."""
     s = summary(rows)
     depths = sorted({d for (_, d, _) in s})
@@ -421,8 +431,7 @@ def table(rows: list[dict], reference: str = "untrained") -> str:
         cells = [m, s[(m, depths[0], depths[0])]["mode"]]
         for d in depths:
             e = s.get((m, d, d))
-            cells.append("-" if e is None else "diverged" if np.isnan(e["mean"]) else
-                         f"{100 * e['mean']:.2f} ± {100 * e['std']:.2f}")
+            cells.append("-" if e is None else probe_cell(e))
         for d in depths:
             e, r = s.get((m, d, d)), s.get((reference, d, d))
             cells.append("-" if e is None or r is None or np.isnan(e["mean"]) else
