@@ -2,9 +2,15 @@
 
 1, 2 and 3 conv stages (``fpwb.nets.protocol``), the same linear probe on every stage, over seeds;
 writes benchmarks/results/deep_conv.md (table, per-stage probes, learned share, the command).
+The default is the full protocol: Fashion-MNIST's 60,000 / 10,000 images, every rule, 3 seeds
+(hours on 2 cores); the README's tables come from the two runs below (30-70 minutes each).
 
-    .venv/bin/python benchmarks/deep_conv.py                # the default run (see --help)
+    .venv/bin/python benchmarks/deep_conv.py --n-train 10000 --n-test 5000   # every rule, a subsample
+    .venv/bin/python benchmarks/deep_conv.py --rules per_neuron_rate --out benchmarks/results/deep_conv_full.md
     .venv/bin/python benchmarks/deep_conv.py --smoke        # digits, seconds
+    .venv/bin/python benchmarks/deep_conv.py --replot --out benchmarks/results/deep_conv.md  # figure only
+
+Besides the table it writes <out>.json (every row) and <out>.png (probe against depth).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import time
 from pathlib import Path
 
 from fpwb.nets import protocol
+from fpwb.viz import plots
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion_mnist")
-    parser.add_argument("--n-train", type=int, default=10_000, help="training subsample (every method)")
-    parser.add_argument("--n-test", type=int, default=5_000)
+    parser.add_argument("--n-train", type=int, default=60_000, help="training images (every method)")
+    parser.add_argument("--n-test", type=int, default=10_000)
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--kernel-sizes", type=int, nargs="+", default=[5, 3, 3])
     parser.add_argument("--rules", nargs="+", default=None, help="rule names (default: every rule)")
@@ -38,7 +45,16 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "deep_conv.md"))
+    parser.add_argument("--replot", action="store_true",
+                        help="only draw <out>.png again from the rows in <out>.json of an earlier run")
     args = parser.parse_args(argv)
+    if args.replot:
+        rows_file = Path(args.out).with_suffix(".json")
+        if not rows_file.is_file():
+            parser.error(f"--replot draws from {rows_file}, written by an earlier run; there is none")
+        saved = json.loads(rows_file.read_text())
+        print(f"wrote {draw(saved, Path(args.out))}")
+        return
 
     layer = {"mode": args.mode, "w_boost": args.w_boost, "t_decay": args.t_decay}
     if args.smoke:
@@ -88,11 +104,26 @@ def main(argv=None):
         "",
         *stages,
         ""])
+    saved = {"rows": rows, "spec": result["spec"],
+             "data": {"dataset": data[4], "n_train": len(data[0]), "n_test": len(data[2])}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"rows": rows, "spec": result["spec"]},
-                                                              indent=1, default=float))
-    print(f"wrote {args.out} ({minutes:.1f} min)")
+    Path(args.out).with_suffix(".json").write_text(json.dumps(saved, indent=1, default=float))
+    draw(saved, Path(args.out))
+    print(f"wrote {args.out}, its .json and .png ({minutes:.1f} min)")
+
+
+def draw(saved: dict, out: Path) -> Path:
+    """<out>.png: the probe against depth of a run's rows (``plots.probe_against_depth``)."""
+    rows = saved["rows"]
+    seeds = len({r["seed"] for r in rows})
+    data = saved.get("data")  # (runs before it was recorded lack it)
+    where = f"{data['dataset']}, {data['n_train']:,} / {data['n_test']:,} images: " if data else ""
+    fig = plots.probe_against_depth(protocol.summary(rows),
+                                    title=f"{where}linear probe on the last stage ({seeds} seed{'s' * (seeds > 1)})")
+    path = out.with_suffix(".png")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
 
 
 if __name__ == "__main__":

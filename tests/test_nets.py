@@ -1,4 +1,10 @@
 """fpwb.nets: each piece between Fp layers on small data, the twins of the protocol, a tiny run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -168,3 +174,28 @@ def test_table_shows_a_spread_only_over_several_seeds():
     two = [dict(row, seed=0, probe=0.8), dict(row, seed=1, probe=0.9)]
     assert "85.00 ± 7.07" in protocol.table(two)
     assert protocol.probe_cell({"mean": float("nan"), "std": 0.0, "n": 3}) == "diverged"
+
+
+def test_benchmark_writes_table_rows_and_figure_and_redraws_the_figure(tmp_path):
+    """benchmarks/deep_conv.py --smoke: the table with its command, every row (with the data it
+    ran on) and the probe-against-depth figure; --replot draws the figure again from the rows."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "deep_conv.py"
+    out = tmp_path / "deep.md"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args, "--out", str(out)], capture_output=True,
+                              text=True, timeout=300, env=env)
+
+    done = run("--smoke")
+    assert done.returncode == 0, done.stderr
+    assert "Command: `python benchmarks/deep_conv.py --smoke --out" in out.read_text()
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["data"]["dataset"] == "digits" and {r["method"] for r in saved["rows"]} >= {"untrained", "kmeans"}
+    figure = out.with_suffix(".png")
+    assert figure.stat().st_size > 10_000
+    figure.unlink()
+    assert run("--replot").returncode == 0 and figure.is_file()
+    out.with_suffix(".json").unlink()
+    refused = run("--replot")
+    assert refused.returncode == 2 and "written by an earlier run" in refused.stderr

@@ -180,3 +180,35 @@ def test_learning_curves():
     assert len(ax.collections) == 1  # a min-max band for the curve with several runs
     with pytest.raises(ValueError, match="x values"):
         plots.learning_curves({"bad": ([1, 2], [0.1, 0.2, 0.3])})
+
+
+def depth_summary():
+    """A protocol.summary-like dict: two rules (one diverged), the baselines, backprop; 2 depths."""
+    probes = {"frontprop": (0.80, 0.78), "oja": (np.nan, np.nan), "untrained": (0.79, 0.75),
+              "imprint": (0.81, 0.80), "kmeans": (0.82, 0.81), "backprop": (0.85, 0.86)}
+    summary = {}
+    for method, values in probes.items():
+        for depth, value in enumerate(values, 1):
+            for stage in range(1, depth + 1):
+                summary[(method, depth, stage)] = {"mean": value - 0.01 * (depth - stage), "std": 0.005, "n": 3}
+    return summary
+
+
+def test_probe_against_depth_draws_each_method_at_its_last_stage():
+    fig = plots.probe_against_depth(depth_summary(), title="probe against depth")
+    assert plots.figure_problems(fig) == []
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["frontprop", "oja (diverged)", "untrained (baseline)", "imprint (baseline)",
+                      "kmeans (baseline)", "backprop (baseline)"]
+    lines = [container.lines[0] for container in ax.containers]  # each errorbar's data line
+    assert np.allclose(lines[0].get_ydata(), [80, 78])  # last stage of each depth, in %, not earlier stages
+    assert [line.get_linestyle() for line in lines] == ["-", "-", "--", "--", "--", ":"]
+    assert [float(t) for t in ax.get_xticks()] == [1.0, 2.0]
+    colours = [matplotlib.colors.to_hex(line.get_color()) for line in lines]
+    assert len(set(colours)) == len(colours), "every method needs a colour of its own"
+
+
+def test_probe_against_depth_refuses_a_summary_without_last_stages():
+    with pytest.raises(ValueError, match="last-stage"):
+        plots.probe_against_depth({("frontprop", 2, 1): {"mean": 0.5, "std": 0.0}}, title="t")

@@ -299,6 +299,44 @@ def accuracy_vs_neurons(table, *, metric: str = "probe_acc", size: str = "size",
     return fig
 
 
+#: The baselines of a depth study and their colours (kept off the rules' colour cycle).
+DEPTH_BASELINES = {"untrained": "black", "imprint": "dimgray", "kmeans": "saddlebrown"}
+
+
+def probe_against_depth(summary: dict, *, title: str, reference: str = "backprop") -> Figure:
+    """Linear-probe accuracy (%) on the last stage against the number of conv stages: one line
+    per method, mean with ± std over seeds as error bars. Frontprop methods solid, the
+    nothing-learned and k-means baselines (``DEPTH_BASELINES``) dashed, ``reference`` (backprop)
+    dotted, each in a colour of its own; the legend sits outside the axes, so that no line hides
+    behind it, and names the methods that diverged (no points).
+
+    summary: ``fpwb.nets.protocol.summary`` of a run, {(method, depth, stage): {mean, std, ...}}
+    with probes as fractions; a diverged method (NaN) leaves a gap."""
+    last = {(m, d): e for (m, d, stage), e in summary.items() if stage == d}
+    if not last:
+        raise ValueError("summary holds no last-stage entries (keys (method, depth, depth)); "
+                         "pass fpwb.nets.protocol.summary(rows)")
+    depths = sorted({d for _, d in last})
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    methods = list(dict.fromkeys(m for m, _ in last))
+    rules = [m for m in methods if m not in DEPTH_BASELINES and m != reference]
+    colours = iter(matplotlib.colormaps["tab10" if len(rules) <= 10 else "tab20"].colors * 2)
+    for method in methods:
+        entries = [last.get((method, d), {"mean": math.nan, "std": 0.0}) for d in depths]
+        mean = 100 * np.array([e["mean"] for e in entries])
+        std = 100 * np.array([e["std"] for e in entries])
+        learned = method in rules
+        colour = DEPTH_BASELINES.get(method, "firebrick" if method == reference else None)
+        label = method + ("" if learned else " (baseline)") + (" (diverged)" if np.isnan(mean).all() else "")
+        ax.errorbar(depths, mean, yerr=std, marker="o" if learned else "s", capsize=3, label=label,
+                    linestyle="-" if learned else ":" if method == reference else "--",
+                    color=colour or next(colours))
+    ax.set(title=title, xlabel="conv stages", ylabel="probe accuracy (%)", xticks=depths)
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
 def learning_curves(curves: dict, *, xlabel: str = "samples seen", ylabel: str = "accuracy",
                     title: str | None = None) -> Figure:
     """One line per entry of curves, {label: values} or {label: (x, values)}.
