@@ -3,7 +3,7 @@
 1, 2 and 3 conv stages (``fpwb.nets.protocol``), the same linear probe on every stage, over seeds;
 writes benchmarks/results/deep_conv.md (table, per-stage probes, learned share, the command).
 The default is the full protocol: Fashion-MNIST's 60,000 / 10,000 images, every rule, 3 seeds
-(hours on 2 cores); the README's tables come from the two runs below (30-70 minutes each).
+(hours on 2 cores); the README's tables come from the two runs below (15-40 minutes each here).
 
     .venv/bin/python benchmarks/deep_conv.py --n-train 10000 --n-test 5000   # every rule, a subsample
     .venv/bin/python benchmarks/deep_conv.py --rules per_neuron_rate --out benchmarks/results/deep_conv_full.md

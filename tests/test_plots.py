@@ -212,3 +212,9 @@ def test_probe_against_depth_draws_each_method_at_its_last_stage():
 def test_probe_against_depth_refuses_a_summary_without_last_stages():
     with pytest.raises(ValueError, match="last-stage"):
         plots.probe_against_depth({("frontprop", 2, 1): {"mean": 0.5, "std": 0.0}}, title="t")
+
+
+def test_probe_against_depth_takes_more_rules_than_colours():
+    summary = {(f"rule {i}", 1, 1): {"mean": 0.5 + 0.01 * i, "std": 0.0, "n": 1} for i in range(25)}
+    fig = plots.probe_against_depth(summary, title="many rules")
+    assert len(fig.axes[0].containers) == 25

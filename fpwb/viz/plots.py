@@ -6,6 +6,7 @@ or kept open behind your back; in a notebook, make the Figure the cell's last va
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 
@@ -321,7 +322,7 @@ def probe_against_depth(summary: dict, *, title: str, reference: str = "backprop
     ax = fig.add_subplot()
     methods = list(dict.fromkeys(m for m, _ in last))
     rules = [m for m in methods if m not in DEPTH_BASELINES and m != reference]
-    colours = iter(matplotlib.colormaps["tab10" if len(rules) <= 10 else "tab20"].colors * 2)
+    colours = itertools.cycle(matplotlib.colormaps["tab10" if len(rules) <= 10 else "tab20"].colors)
     for method in methods:
         entries = [last.get((method, d), {"mean": math.nan, "std": 0.0}) for d in depths]
         mean = 100 * np.array([e["mean"] for e in entries])
