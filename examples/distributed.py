@@ -3,8 +3,9 @@
 Every rank builds the same FpLinear(784, 2000) from one seed, keeps its slice of the neurons
 (``fpwb.distributed.shard_layer``) and sees the same Fashion-MNIST stream (scikit-learn's digits
 when Fashion-MNIST is missing); rank 0 then trains the whole layer alone and prints the largest
-difference of weights, thresholds and outputs (0 in float64: the sharded layer computes the same
-bits) and the samples/s of both, for the plain rule and for k-winners-take-all (which exchanges
+difference of weights, thresholds and outputs (weights and thresholds 0 in float64: the sharded
+layer computes the same bits; outputs 0, or an ulp or two on CPUs whose matmul rounds a row by the
+number of rows in the product) and the samples/s of both, for the plain rule and for k-winners-take-all (which exchanges
 each sample's candidates between the ranks: much slower).
 
     .venv/bin/torchrun --nproc-per-node 2 examples/distributed.py [--small] [--samples 10000]

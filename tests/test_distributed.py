@@ -156,7 +156,10 @@ def test_example_under_torchrun():
                          capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.startswith("max |difference|")]
-    assert len(lines) == 2 and all(line.endswith("weights 0, thresholds 0, outputs 0") for line in lines)
+    assert len(lines) == 2 and all("weights 0, thresholds 0, outputs " in line for line in lines), lines
+    # Outputs are the projections y of the fired neurons; on some CPUs torch's float64 matmul
+    # rounds a row by the number of rows in the product, so they may differ by an ulp or two.
+    assert all(float(line.rsplit("outputs ", 1)[1]) <= 1e-15 for line in lines), lines
     assert "(0 firings)" not in run.stdout  # both cases learned
 
 

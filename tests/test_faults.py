@@ -15,6 +15,15 @@ from fpwb.layers import engine, kernels
 from state import assert_same_state, state
 
 
+@pytest.fixture(autouse=True)
+def sigint_raises_keyboard_interrupt():
+    """Python's own SIGINT handler for every test here: a process started in the background by a
+    shell inherits SIGINT ignored, and then no real Ctrl-C would reach the layer either."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def digits(n=300):
     return torch.tensor(load_digits().images[:n], dtype=torch.float32).unsqueeze(1) / 16
 
