@@ -115,12 +115,8 @@ def main(argv=None):
 
 def draw(saved: dict, out: Path) -> Path:
     """<out>.png: the probe against depth of a run's rows (``plots.probe_against_depth``)."""
-    rows = saved["rows"]
-    seeds = len({r["seed"] for r in rows})
-    data = saved.get("data")  # (runs before it was recorded lack it)
-    where = f"{data['dataset']}, {data['n_train']:,} / {data['n_test']:,} images: " if data else ""
-    fig = plots.probe_against_depth(protocol.summary(rows),
-                                    title=f"{where}linear probe on the last stage ({seeds} seed{'s' * (seeds > 1)})")
+    fig = plots.probe_against_depth(protocol.summary(saved["rows"]),
+                                    data=saved.get("data"))  # (runs before it was recorded lack it)
     path = out.with_suffix(".png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path

@@ -195,9 +195,10 @@ def depth_summary():
 
 
 def test_probe_against_depth_draws_each_method_at_its_last_stage():
-    fig = plots.probe_against_depth(depth_summary(), title="probe against depth")
+    fig = plots.probe_against_depth(depth_summary(), data=dict(dataset="digits", n_train=1000, n_test=500))
     assert plots.figure_problems(fig) == []
     ax = fig.axes[0]
+    assert ax.get_title() == "digits, 1,000 / 500 images: linear probe on the last stage (3 seeds)"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["frontprop", "oja (diverged)", "untrained (baseline)", "imprint (baseline)",
                       "kmeans (baseline)", "backprop (baseline)"]
@@ -211,10 +212,10 @@ def test_probe_against_depth_draws_each_method_at_its_last_stage():
 
 def test_probe_against_depth_refuses_a_summary_without_last_stages():
     with pytest.raises(ValueError, match="last-stage"):
-        plots.probe_against_depth({("frontprop", 2, 1): {"mean": 0.5, "std": 0.0}}, title="t")
+        plots.probe_against_depth({("frontprop", 2, 1): {"mean": 0.5, "std": 0.0}})
 
 
 def test_probe_against_depth_takes_more_rules_than_colours():
     summary = {(f"rule {i}", 1, 1): {"mean": 0.5 + 0.01 * i, "std": 0.0, "n": 1} for i in range(25)}
-    fig = plots.probe_against_depth(summary, title="many rules")
+    fig = plots.probe_against_depth(summary)
     assert len(fig.axes[0].containers) == 25

@@ -304,15 +304,16 @@ def accuracy_vs_neurons(table, *, metric: str = "probe_acc", size: str = "size",
 DEPTH_BASELINES = {"untrained": "black", "imprint": "dimgray", "kmeans": "saddlebrown"}
 
 
-def probe_against_depth(summary: dict, *, title: str, reference: str = "backprop") -> Figure:
+def probe_against_depth(summary: dict, *, data: dict | None = None, reference: str = "backprop") -> Figure:
     """Linear-probe accuracy (%) on the last stage against the number of conv stages: one line
     per method, mean with ± std over seeds as error bars. Frontprop methods solid, the
     nothing-learned and k-means baselines (``DEPTH_BASELINES``) dashed, ``reference`` (backprop)
     dotted, each in a colour of its own; the legend sits outside the axes, so that no line hides
     behind it, and names the methods that diverged (no points).
 
-    summary: ``fpwb.nets.protocol.summary`` of a run, {(method, depth, stage): {mean, std, ...}}
-    with probes as fractions; a diverged method (NaN) leaves a gap."""
+    summary: ``fpwb.nets.protocol.summary`` of a run, {(method, depth, stage): {mean, std, n, ...}}
+    with probes as fractions; a diverged method (NaN) leaves a gap. data: {dataset, n_train,
+    n_test}, named in the title with the number of seeds (the entries' n)."""
     last = {(m, d): e for (m, d, stage), e in summary.items() if stage == d}
     if not last:
         raise ValueError("summary holds no last-stage entries (keys (method, depth, depth)); "
@@ -333,6 +334,9 @@ def probe_against_depth(summary: dict, *, title: str, reference: str = "backprop
         ax.errorbar(depths, mean, yerr=std, marker="o" if learned else "s", capsize=3, label=label,
                     linestyle="-" if learned else ":" if method == reference else "--",
                     color=colour or next(colours))
+    seeds = max(e.get("n", 1) for e in last.values())
+    where = f"{data['dataset']}, {data['n_train']:,} / {data['n_test']:,} images: " if data else ""
+    title = f"{where}linear probe on the last stage ({seeds} seed{'s' * (seeds > 1)})"
     ax.set(title=title, xlabel="conv stages", ylabel="probe accuracy (%)", xticks=depths)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
