@@ -9,8 +9,12 @@ The default is the full protocol: Fashion-MNIST's 60,000 / 10,000 images, every 
     .venv/bin/python benchmarks/deep_conv.py --rules per_neuron_rate --out benchmarks/results/deep_conv_full.md
     .venv/bin/python benchmarks/deep_conv.py --smoke        # digits, seconds
     .venv/bin/python benchmarks/deep_conv.py --replot --out benchmarks/results/deep_conv.md  # figure only
+    .venv/bin/python benchmarks/deep_conv.py --combine a.json b.json --out all.md  # runs as one
 
-Besides the table it writes <out>.json (every row) and <out>.png (probe against depth).
+Besides the table it writes <out>.json (every row, the command, the minutes) and <out>.png (probe
+against depth). ``--combine`` lets the methods of one protocol run in separate processes (or on
+separate machines) and be reported as one table: each method's rows come from the first run that
+has it, and runs that both ran a method must agree on it bit for bit (their baselines, say).
 """
 from __future__ import annotations
 
@@ -27,7 +31,12 @@ from fpwb.viz import plots
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main(argv=None):
+#: The options every combined run must share (the others choose methods, or where to write).
+SHARED_SETTINGS = ("dataset", "n_train", "n_test", "channels", "kernel_sizes", "mode", "w_boost", "t_decay",
+                   "epochs", "backprop_epochs", "seeds", "smoke")
+
+
+def parser_of_runs() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--n-train", type=int, default=60_000, help="training images (every method)")
@@ -42,12 +51,31 @@ def main(argv=None):
     parser.add_argument("--t-decay", type=float, default=0.003)
     parser.add_argument("--epochs", type=int, default=1, help="Frontprop epochs per stage")
     parser.add_argument("--backprop-epochs", type=int, default=2)
+    parser.add_argument("--baselines", nargs="+", default=list(protocol.KERNELS), choices=protocol.KERNELS,
+                        help="the other methods run beside Frontprop (default: all of them)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "deep_conv.md"))
     parser.add_argument("--replot", action="store_true",
                         help="only draw <out>.png again from the rows in <out>.json of an earlier run")
-    args = parser.parse_args(argv)
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="write <out> from earlier runs' .json files instead of running: each method "
+                             "once, after checking that the runs share their settings and agree on every "
+                             "method they both ran")
+    return parser
+
+
+def effective(args: argparse.Namespace) -> argparse.Namespace:
+    """The options as a run uses them: smoke mode runs two seeds and one backprop epoch."""
+    if args.smoke:
+        args.seeds, args.backprop_epochs = args.seeds[:2], 1
+    return args
+
+
+def main(argv=None):
+    parser = parser_of_runs()
+    args = effective(parser.parse_args(argv))
+    command = "python benchmarks/deep_conv.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     if args.replot:
         rows_file = Path(args.out).with_suffix(".json")
         if not rows_file.is_file():
@@ -55,12 +83,26 @@ def main(argv=None):
         saved = json.loads(rows_file.read_text())
         print(f"wrote {draw(saved, Path(args.out))}")
         return
+    if args.combine:
+        saved, settings, provenance = combined(parser, args.combine)
+    else:
+        saved = run(args)
+        saved["command"], settings = command.strip(), args
+        provenance = f"Command: `{saved['command']}` ({saved['minutes']:.0f} min on the shared 2-core machine)."
+    print(protocol.table(saved["rows"]))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report(saved, settings, provenance))
+    Path(args.out).with_suffix(".json").write_text(json.dumps(saved, indent=1, default=float))
+    draw(saved, Path(args.out))
+    print(f"wrote {args.out}, its .json and .png")
 
+
+def run(args) -> dict:
+    """Every method of the protocol under the options; the rows, net, data and minutes taken."""
     layer = {"mode": args.mode, "w_boost": args.w_boost, "t_decay": args.t_decay}
     if args.smoke:
         spec = protocol.smoke_spec(**layer)
         data = protocol.load_data("digits", smoke=True)
-        args.seeds, args.backprop_epochs = args.seeds[:2], 1
     else:
         data = protocol.load_data(args.dataset, args.n_train, args.n_test)
         spec = protocol.NetSpec(in_channels=data[0].shape[1], channels=tuple(args.channels),
@@ -68,13 +110,49 @@ def main(argv=None):
     switches = {"": {}, **{f"k_winners={k}": {"k_winners": k} for k in args.k_winners}}
     frontprop = protocol.frontprop_variants(args.rules, switches)
     start = time.perf_counter()
-    result = protocol.run(spec, data[:4], frontprop=frontprop, seeds=tuple(args.seeds),
-                          epochs=args.epochs, backprop_epochs=args.backprop_epochs)
-    minutes = (time.perf_counter() - start) / 60
-    rows = result["rows"]
-    summary = protocol.summary(rows)
-    print(protocol.table(rows))
+    result = protocol.run(spec, data[:4], frontprop=frontprop, kernels=tuple(args.baselines),
+                          seeds=tuple(args.seeds), epochs=args.epochs, backprop_epochs=args.backprop_epochs)
+    return {"rows": result["rows"], "spec": result["spec"],
+            "data": {"dataset": data[4], "n_train": len(data[0]), "n_test": len(data[2])},
+            "minutes": (time.perf_counter() - start) / 60}
 
+
+def combined(parser, files: list[str]) -> tuple[dict, argparse.Namespace, str]:
+    """The rows of earlier runs as one run (``protocol.combine``), the settings they share, and a
+    line naming each run's command. Runs whose data or ``SHARED_SETTINGS`` differ are refused."""
+    runs, settings = {}, {}
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            parser.error(f"--combine reads the .json an earlier run wrote; {path} is not a file")
+        saved = json.loads(path.read_text())
+        if "command" not in saved:
+            parser.error(f"{path} records no command (written before runs recorded theirs), so its "
+                         f"settings cannot be checked")
+        runs[str(path)] = saved
+        settings[str(path)] = effective(parser.parse_args(shlex.split(saved["command"])[2:]))
+    (first, first_settings), *others = settings.items()
+    for name, these in others:
+        differ = [o for o in SHARED_SETTINGS if getattr(these, o) != getattr(first_settings, o)]
+        if differ or runs[name]["data"] != runs[first]["data"]:
+            parser.error(f"{name} and {first} ran different protocols "
+                         f"({', '.join(differ) or 'data'} differ); only runs of one protocol combine")
+    try:
+        rows = protocol.combine(runs)
+    except ValueError as error:
+        parser.error(str(error))
+    saved = {"rows": rows, "spec": runs[first]["spec"], "data": runs[first]["data"],
+             "combined": {name: run["command"] for name, run in runs.items()},
+             "minutes": sum(run["minutes"] for run in runs.values())}
+    provenance = "Rows of {} runs, each method once (where runs share a method its rows agree): {}.".format(
+        len(runs), "; ".join(f"`{run['command']}` ({run['minutes']:.0f} min)" for run in runs.values()))
+    return saved, first_settings, provenance
+
+
+def report(saved: dict, settings, provenance: str) -> str:
+    """The Markdown of a run: where it comes from, the protocol, the table, every stage."""
+    rows, data = saved["rows"], saved["data"]
+    summary = protocol.summary(rows)
     stages = ["| method | stage | probe (net of 3 stages) | learned share | redundant neurons |", "|---|---|---|---|---|"]
     deepest = max(r["depth"] for r in rows)
     for m in dict.fromkeys(r["method"] for r in rows):
@@ -85,18 +163,19 @@ def main(argv=None):
             share = "-" if e["learned_share"] is None else f"{e['learned_share']:.2f}"
             red = "-" if e["redundant"] is None else f"{e['redundant']:.2f}"
             stages.append(f"| {m} | {k} | {protocol.probe_cell(e)} | {share} | {red} |")
-    command = "python benchmarks/deep_conv.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    text = "\n".join([
+    spec = protocol.NetSpec(**saved["spec"])
+    seeds = sorted({r["seed"] for r in rows})
+    return "\n".join([
         "# Deep conv nets: Frontprop against the same net untrained",
         "",
-        f"Command: `{command.strip()}` ({minutes:.0f} min on the shared 2-core machine).",
+        provenance,
         "",
-        f"Data: {data[4]}, {len(data[0])} training / {len(data[2])} test images (the same random "
+        f"Data: {data['dataset']}, {data['n_train']} training / {data['n_test']} test images (the same random "
         f"subsample, seed 0, for every method). Net: {spec.describe()}. Frontprop layers: "
-        f"{json.dumps(layer)}, greedy, {args.epochs} epoch(s) per stage. Seeds {args.seeds}; "
-        f"{'mean ± std (ddof 1)' if len(args.seeds) > 1 else 'one seed, so no spread'} of the linear probe's "
+        f"{json.dumps(spec.layer)}, greedy, {settings.epochs} epoch(s) per stage. Seeds {seeds}; "
+        f"{'mean ± std (ddof 1)' if len(seeds) > 1 else 'one seed, so no spread'} of the linear probe's "
         f"test accuracy (%) on the last stage; "
-        f"backprop: Adam, {args.backprop_epochs} epochs, one net per depth.",
+        f"backprop: Adam, {settings.backprop_epochs} epochs, one net per depth.",
         "",
         protocol.table(rows),
         "",
@@ -104,13 +183,6 @@ def main(argv=None):
         "",
         *stages,
         ""])
-    saved = {"rows": rows, "spec": result["spec"],
-             "data": {"dataset": data[4], "n_train": len(data[0]), "n_test": len(data[2])}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(saved, indent=1, default=float))
-    draw(saved, Path(args.out))
-    print(f"wrote {args.out}, its .json and .png ({minutes:.1f} min)")
 
 
 def draw(saved: dict, out: Path) -> Path:

@@ -176,6 +176,23 @@ def test_table_shows_a_spread_only_over_several_seeds():
     assert protocol.probe_cell({"mean": float("nan"), "std": 0.0, "n": 3}) == "diverged"
 
 
+def test_combined_runs_keep_each_method_once_and_refuse_runs_that_disagree():
+    def rows(method, probe):
+        return [dict(method=method, seed=seed, depth=1, stage=1, probe=probe + seed / 100, learned_share=None,
+                     redundant=None, features=4, seconds=float(seed), mode="-") for seed in (0, 1)]
+    spec = {"channels": [4]}
+    a = {"rows": rows("untrained", 0.8) + rows("frontprop", 0.7), "spec": spec}
+    b = {"rows": rows("rank_k", 0.6) + [dict(r, seconds=9.0) for r in rows("untrained", 0.8)], "spec": spec}
+    both = protocol.combine({"a": a, "b": b})
+    assert [r["method"] for r in both] == ["frontprop", "frontprop", "rank_k", "rank_k", "untrained", "untrained"]
+    assert [r["seconds"] for r in both if r["method"] == "untrained"] == [0.0, 1.0]  # a's rows, not b's
+    other = {"rows": rows("untrained", 0.81), "spec": spec}
+    with pytest.raises(ValueError, match="'untrained' has other results in run 'c' than in run 'a'"):
+        protocol.combine({"a": a, "c": other})
+    with pytest.raises(ValueError, match="different nets"):
+        protocol.combine({"a": a, "d": dict(b, spec={"channels": [8]})})
+
+
 def test_benchmark_writes_table_rows_and_figure_and_redraws_the_figure(tmp_path):
     """benchmarks/deep_conv.py --smoke: the table with its command, every row (with the data it
     ran on) and the probe-against-depth figure; --replot draws the figure again from the rows."""
@@ -196,6 +213,23 @@ def test_benchmark_writes_table_rows_and_figure_and_redraws_the_figure(tmp_path)
     assert figure.stat().st_size > 10_000
     figure.unlink()
     assert run("--replot").returncode == 0 and figure.is_file()
+    first = json.loads(out.with_suffix(".json").read_text())
     out.with_suffix(".json").unlink()
     refused = run("--replot")
     assert refused.returncode == 2 and "written by an earlier run" in refused.stderr
+
+    # A second run of the same protocol with other methods, then both as one table.
+    (tmp_path / "first.json").write_text(json.dumps(first))
+    out = tmp_path / "second.md"
+    assert run("--smoke", "--rules", "rank_k", "--baselines", "untrained").returncode == 0
+    out = tmp_path / "both.md"
+    done = run("--combine", str(tmp_path / "first.json"), str(tmp_path / "second.json"))
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert text.count("| untrained | - |") == 1 and "| rank_k | batch |" in text and "Rows of 2 runs" in text
+    assert "--rules rank_k --baselines untrained" in text
+    assert out.with_suffix(".png").is_file()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(dict(first, command=first["command"] + " --epochs 2")))
+    refused = run("--combine", str(tmp_path / "first.json"), str(other))
+    assert refused.returncode == 2 and "epochs differ" in refused.stderr

@@ -389,6 +389,42 @@ def run(spec: NetSpec, data, *, frontprop: dict, kernels=KERNELS, seeds=(0, 1, 2
     return {"rows": rows, "nets": nets, "spec": asdict(spec)}
 
 
+#: What a row holds that the method computed (not how long it took).
+RESULT_FIELDS = ("probe", "learned_share", "redundant", "features", "mode", "diverged")
+
+
+def combine(runs: dict[str, dict]) -> list[dict]:
+    """The rows of several runs of one protocol (name -> {"rows", "spec"}, as ``run`` returns them)
+    as the rows of one run: every method once, from the first run that has it, the Frontprop
+    methods in the runs' order and then ``KERNELS`` (as ``run`` orders them).
+    A method in several runs must have computed the same rows in each (``RESULT_FIELDS``, for
+    every seed, depth and stage; the seconds may differ): that is the check that the runs share
+    their code and settings. ValueError names the runs, and the method, that disagree."""
+    if not runs:
+        raise ValueError("combine needs at least one run")
+    (first, reference), *others = runs.items()
+    for name, other in others:
+        if other["spec"] != reference["spec"]:
+            raise ValueError(f"runs {first!r} and {name!r} have different nets: {reference['spec']} "
+                             f"against {other['spec']}")
+
+    def results(rows, method):
+        return sorted((r["seed"], r["depth"], r["stage"], *(repr(r.get(f)) for f in RESULT_FIELDS))
+                      for r in rows if r["method"] == method)
+
+    kept, source = [], {}
+    for name, run in runs.items():
+        for method in dict.fromkeys(r["method"] for r in run["rows"]):
+            if method not in source:
+                source[method] = name
+                kept.extend(r for r in run["rows"] if r["method"] == method)
+            elif results(run["rows"], method) != results(runs[source[method]]["rows"], method):
+                raise ValueError(f"method {method!r} has other results in run {name!r} than in run "
+                                 f"{source[method]!r}: the runs differ in code or settings")
+    last = {k: i for i, k in enumerate(KERNELS, start=1)}
+    return sorted(kept, key=lambda r: last.get(r["method"], 0))  # stable: the runs' order otherwise
+
+
 def summary(rows: list[dict]) -> dict:
     """(method, depth) -> {mean, std, n} of the last-stage probe, and (method, depth, stage) of
     every stage, over seeds; learned share per (method, stage) as a mean."""
