@@ -109,6 +109,22 @@ def test_patches_project_and_write_out_as_unfold_does(kernel_size, stride, paddi
     assert torch.allclose(frozen.flatten(2).transpose(1, 2), expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["sequential", "batch"])
+def test_few_channel_patches_are_written_out_one_chunk_at_a_time(mode, monkeypatch):
+    """Below CONV_MIN_CHANNELS the solvers walk written-out patch rows: each chunk's rows, written
+    when the chunk is solved, never the whole input's at once (60,000 images of 28x28 would hold
+    60,000 x 784 x 25 values). The results are checked against the reference in the tests above."""
+    from fpwb.layers.patches import Patches
+    X = digit_images(120)
+    layer = FpConv2d(1, 6, 3, padding=1, mode=mode, t_decay=0.01, seed=0, chunk_size=64 * 10)
+    layer(X[:60])  # past the silent start, where one look-ahead may span many chunks
+    assert int(layer.fire_count.sum()) > 0
+    written, rows = [], Patches.rows
+    monkeypatch.setattr(Patches, "rows", lambda self: written.append(len(self)) or rows(self))
+    layer(X[60:])
+    assert max(written) <= 10 and sum(written) == 60, written
+
+
 def test_batch_mode_learns_and_keeps_shapes():
     X = digit_images(200)
     layer = FpConv2d(1, 6, 3, padding=1, mode="batch", t_decay=0.01, seed=0)

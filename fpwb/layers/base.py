@@ -416,7 +416,7 @@ class FpLayer(nn.Module):
         Returns the fired values (E, S, N). Learns in chunks of whole steps when learning.
         """
         if not self.learning:
-            values = engine.projections(x, weight)  # (E, S, N)
+            values = engine.projections(engine.solver_input(x), weight)  # (E, S, N)
             fired = (values >= threshold.T) & valid.unsqueeze(-1)
             if self.k_output:
                 fired = engine.top_k_mask(values, fired, self.k_winners)
@@ -446,7 +446,8 @@ class FpLayer(nn.Module):
             if quiet:
                 span = slice(start, start + lookahead)
                 with self._chunk_guard(weights=False):
-                    skip = engine.silent_steps(x[span], valid[span], weight, threshold, self.t_decay)
+                    skip = engine.silent_steps(engine.solver_input(x[span]), valid[span], weight, threshold,
+                                               self.t_decay)
                     quiet = skip == len(x[span])
                     if mode == "batch" and not quiet:
                         skip -= skip % steps
@@ -458,7 +459,7 @@ class FpLayer(nn.Module):
                     continue
             chunk = slice(start, start + steps)
             with self._chunk_guard(weights=full_guard):
-                solve(x[chunk], valid[chunk], weight, threshold, self.learn_count, out[chunk],
+                solve(engine.solver_input(x[chunk]), valid[chunk], weight, threshold, self.learn_count, out[chunk],
                       learning=learning, step=first_step + start, fire_count=self.fire_count)
                 if not self.rule.renormalise and not bool(torch.isfinite(weight).all()):
                     raise ValueError(f"rule {self.rule!r} diverged (weights left the finite numbers) in mode "

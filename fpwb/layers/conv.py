@@ -94,11 +94,11 @@ class FpConv2d(FpLayer):
         with torch.no_grad():
             patches = self.patches(x)
             valid = patches.norm > 0  # (B, L)
-            # Projections need no written-out patches (one conv2d; with few input channels the
-            # matmul on written-out patches is faster), nor does batch mode's move.
-            lazy = self.in_channels >= CONV_MIN_CHANNELS and (
-                not self.learning or engine.reads_patches_in_kernels(self.mode, self.learning_setup(), x.device))
-            unit = patches if lazy else patches.rows()  # (B, L, K)
+            # Projections need no written-out patches (one conv2d), nor does batch mode's move;
+            # with few input channels the matmul on written-out patches is faster. Written-out
+            # patches are written one chunk at a time (engine.solver_input).
+            patches.as_rows = self.in_channels < CONV_MIN_CHANNELS or (
+                self.learning and not engine.reads_patches_in_kernels(self.mode, self.learning_setup(), x.device))
             nonzero = valid.any(1)  # all-zero samples are skipped entirely
             samples = nonzero.nonzero().squeeze(1)
             threshold = self.threshold
@@ -112,10 +112,10 @@ class FpConv2d(FpLayer):
             seen = int(self.samples_seen)
             try:
                 if len(samples) == B:
-                    out = self._run(unit, valid, weight, threshold.view(self.out_channels, -1))  # (B, L, N)
+                    out = self._run(patches, valid, weight, threshold.view(self.out_channels, -1))  # (B, L, N)
                 else:
                     out = x.new_zeros(B, Ho * Wo, self.out_channels)  # (B, L, N)
-                    out[samples] = self._run(unit[samples], valid[samples], weight,
+                    out[samples] = self._run(patches[samples], valid[samples], weight,
                                              threshold.view(self.out_channels, -1))
             except BaseException:
                 if created and self.threshold is threshold and int(self.samples_seen) == seen:

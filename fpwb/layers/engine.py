@@ -329,6 +329,12 @@ def rows(x) -> torch.Tensor:
     return x.rows() if isinstance(x, Patches) else x
 
 
+def solver_input(x):
+    """x (E, S, K) as the solvers take it: ``Patches`` made ``as_rows`` written out, the rest as
+    it is. Called on a chunk (or a look-ahead span), so that only its rows exist at once."""
+    return x.rows() if isinstance(x, Patches) and x.as_rows else x
+
+
 def silent_steps(x, valid, weight, threshold, t_decay) -> int:
     """How many leading steps of x (E, S, K) (or ``Patches``) fire no neuron from the current state
     (E when none does). Over those steps a rule with plain thresholds that learns only where

@@ -7,6 +7,9 @@ norms (the conv2d floor), and the compiled conv kernels read each patch they nee
 the images (``channels_last()`` for ``kernels.batch_conv`` and ``scan_conv``, ``kernel_source()``
 for ``kernels.batch_move_patches``). ``rows()`` writes the patches out for the solvers that walk
 them as rows (the Gram and firing-rounds solvers, k-winners-take-all, the tensor paths).
+Patches made ``as_rows`` (few input channels, where a matmul on the written-out rows beats
+``F.conv2d``) reach every solver written out, one chunk at a time (``engine.solver_input``): a
+chunk's rows, not the whole input's, exist at once.
 """
 from __future__ import annotations
 
@@ -23,11 +26,12 @@ class Patches:
     in raster order over the (H_out, W_out) output of ``kernel_size`` / ``stride``. The
     projections convolve ``source``, the images before padding, with the padding (rows, columns)
     inside the call; ``images``, the padded copy (E, C, Hp, Wp), is made only for the paths that
-    read it. Indexing selects samples, as it would the (E, S, K) tensor."""
+    read it. Indexing selects samples, as it would the (E, S, K) tensor. ``as_rows``: the solvers
+    take these patches written out (``engine.solver_input``)."""
 
     def __init__(self, source: torch.Tensor, norm: torch.Tensor, *, kernel_size: tuple, stride: tuple,
-                 out_size: tuple, padding: tuple):
-        self.source, self.norm = source, norm
+                 out_size: tuple, padding: tuple, as_rows: bool = False):
+        self.source, self.norm, self.as_rows = source, norm, as_rows
         self.kernel_size, self.stride, self.out_size, self.padding = kernel_size, stride, out_size, padding
         self.channels = source.shape[1]
         self.shape = (len(source), norm.shape[1], self.channels * kernel_size[0] * kernel_size[1])
@@ -47,7 +51,7 @@ class Patches:
 
     def __getitem__(self, index) -> Patches:
         return Patches(self.source[index], self.norm[index], kernel_size=self.kernel_size,
-                       stride=self.stride, out_size=self.out_size, padding=self.padding)
+                       stride=self.stride, out_size=self.out_size, padding=self.padding, as_rows=self.as_rows)
 
     def new_zeros(self, *size) -> torch.Tensor:
         return self.source.new_zeros(*size)
@@ -92,8 +96,10 @@ class Patches:
         over the unpadded images, no padded copy first)."""
         E, C, H, W = self.source.shape
         (ph, pw) = self.padding
-        padded = self.source.new_zeros(E, H + 2 * ph, W + 2 * pw, C) if ph or pw else self.source.new_empty(E, H, W, C)
+        padded = self.source.new_empty(E, H + 2 * ph, W + 2 * pw, C)
         padded[:, ph:ph + H, pw:pw + W] = self.source.permute(0, 2, 3, 1)
+        for border in (padded[:, :ph], padded[:, ph + H:], padded[:, ph:ph + H, :pw], padded[:, ph:ph + H, pw + W:]):
+            border.zero_()  # the padding alone: the rest is written once, not zeroed first
         return padded.view(E, H + 2 * ph, (W + 2 * pw) * C)
 
     def kernel_source(self) -> tuple:
