@@ -3,13 +3,19 @@
 1, 2 and 3 conv stages (``fpwb.nets.protocol``), the same linear probe on every stage, over seeds;
 writes benchmarks/results/deep_conv.md (table, per-stage probes, learned share, the command).
 The default is the full protocol: Fashion-MNIST's 60,000 / 10,000 images, every rule, 3 seeds
-(hours on 2 cores); the README's tables come from the two runs below (15-40 minutes each here).
+(hours on 2 cores). The README's tables come from the subsample run and from three full-size runs
+of a few rules each, combined into one table (16-60 minutes each here):
 
     .venv/bin/python benchmarks/deep_conv.py --n-train 10000 --n-test 5000   # every rule, a subsample
+    .venv/bin/python benchmarks/deep_conv.py --rules frontprop --out benchmarks/results/deep_conv_full_frontprop.md
+    .venv/bin/python benchmarks/deep_conv.py --rules oja soft_wta rank_k homeostatic --baselines untrained \
+        --out benchmarks/results/deep_conv_full_rest.md
     .venv/bin/python benchmarks/deep_conv.py --rules per_neuron_rate --out benchmarks/results/deep_conv_full.md
+    .venv/bin/python benchmarks/deep_conv.py --combine benchmarks/results/deep_conv_full_frontprop.json \
+        benchmarks/results/deep_conv_full_rest.json benchmarks/results/deep_conv_full.json \
+        --out benchmarks/results/deep_conv_full_every_rule.md                 # the three as one table
     .venv/bin/python benchmarks/deep_conv.py --smoke        # digits, seconds
     .venv/bin/python benchmarks/deep_conv.py --replot --out benchmarks/results/deep_conv.md  # figure only
-    .venv/bin/python benchmarks/deep_conv.py --combine a.json b.json --out all.md  # runs as one
 
 Besides the table it writes <out>.json (every row, the command, the minutes) and <out>.png (probe
 against depth). ``--combine`` lets the methods of one protocol run in separate processes (or on

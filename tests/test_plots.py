@@ -199,7 +199,7 @@ def test_probe_against_depth_draws_each_method_at_its_last_stage():
     assert plots.figure_problems(fig) == []
     ax = fig.axes[0]
     assert ax.get_title() == "digits, 1,000 / 500 images: linear probe on the last stage (3 seeds)"
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["frontprop", "oja (diverged)", "untrained (baseline)", "imprint (baseline)",
                       "kmeans (baseline)", "backprop (baseline)"]
     lines = [container.lines[0] for container in ax.containers]  # each errorbar's data line
@@ -210,6 +210,22 @@ def test_probe_against_depth_draws_each_method_at_its_last_stage():
     assert len(set(colours)) == len(colours), "every method needs a colour of its own"
 
 
+def test_probe_against_depth_zooms_in_on_the_gain_over_the_untrained_net():
+    summary = depth_summary()
+    for depth, value in ((1, 0.70), (2, 0.72)):  # 9 and 3 points below untrained: left out of the zoom
+        summary[("homeostatic", depth, depth)] = {"mean": value, "std": 0.01, "n": 3}
+    fig = plots.probe_against_depth(summary)
+    assert plots.figure_problems(fig) == []
+    zoom = fig.axes[1]
+    assert zoom.get_title() == "gain over the untrained net\nnot shown, more than 5 below: homeostatic"
+    lines = [container.lines[0] for container in zoom.containers]
+    # frontprop, imprint, kmeans, backprop (oja diverged, homeostatic left out), in points over untrained
+    assert [list(np.round(line.get_ydata(), 6)) for line in lines] == [[1, 3], [2, 5], [3, 6], [6, 11]]
+    colours = {t.get_text(): h.get_color() for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    assert matplotlib.colors.to_hex(lines[0].get_color()) == matplotlib.colors.to_hex(colours["frontprop"])
+    assert len(plots.probe_against_depth({k: v for k, v in summary.items() if k[0] != "untrained"}).axes) == 1
+
+
 def test_probe_against_depth_refuses_a_summary_without_last_stages():
     with pytest.raises(ValueError, match="last-stage"):
         plots.probe_against_depth({("frontprop", 2, 1): {"mean": 0.5, "std": 0.0}})
@@ -218,4 +234,4 @@ def test_probe_against_depth_refuses_a_summary_without_last_stages():
 def test_probe_against_depth_takes_more_rules_than_colours():
     summary = {(f"rule {i}", 1, 1): {"mean": 0.5 + 0.01 * i, "std": 0.0, "n": 1} for i in range(25)}
     fig = plots.probe_against_depth(summary)
-    assert len(fig.axes[0].containers) == 25
+    assert len(fig.axes[0].containers) == 25 and len(fig.axes) == 1  # no untrained net: no zoom

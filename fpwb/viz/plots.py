@@ -304,12 +304,18 @@ def accuracy_vs_neurons(table, *, metric: str = "probe_acc", size: str = "size",
 DEPTH_BASELINES = {"untrained": "black", "imprint": "dimgray", "kmeans": "saddlebrown"}
 
 
-def probe_against_depth(summary: dict, *, data: dict | None = None, reference: str = "backprop") -> Figure:
+def probe_against_depth(summary: dict, *, data: dict | None = None, reference: str = "backprop",
+                        baseline: str = "untrained", within: float = 5.0) -> Figure:
     """Linear-probe accuracy (%) on the last stage against the number of conv stages: one line
     per method, mean with ± std over seeds as error bars. Frontprop methods solid, the
     nothing-learned and k-means baselines (``DEPTH_BASELINES``) dashed, ``reference`` (backprop)
     dotted, each in a colour of its own; the legend sits outside the axes, so that no line hides
     behind it, and names the methods that diverged (no points).
+
+    With ``baseline`` (the untrained net) in the summary a second panel zooms in on the question
+    the protocol asks: each method's mean minus the baseline's at the same depth, in points (its
+    own ± std as error bars), for the methods that stay within ``within`` points below it at every
+    depth; the panel's title names the ones left out (they are in the first panel).
 
     summary: ``fpwb.nets.protocol.summary`` of a run, {(method, depth, stage): {mean, std, n, ...}}
     with probes as fractions; a diverged method (NaN) leaves a gap. data: {dataset, n_train,
@@ -319,26 +325,49 @@ def probe_against_depth(summary: dict, *, data: dict | None = None, reference: s
         raise ValueError("summary holds no last-stage entries (keys (method, depth, depth)); "
                          "pass fpwb.nets.protocol.summary(rows)")
     depths = sorted({d for _, d in last})
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
-    ax = fig.add_subplot()
     methods = list(dict.fromkeys(m for m, _ in last))
+    gains = baseline in methods and all((baseline, d) in last for d in depths)
+    fig = Figure(figsize=(14, 4.8) if gains else (9, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, 1 + gains, 1)
     rules = [m for m in methods if m not in DEPTH_BASELINES and m != reference]
     colours = itertools.cycle(matplotlib.colormaps["tab10" if len(rules) <= 10 else "tab20"].colors)
-    for method in methods:
+
+    def curve(method):  # mean and std in %, NaN where the method has no entry
         entries = [last.get((method, d), {"mean": math.nan, "std": 0.0}) for d in depths]
-        mean = 100 * np.array([e["mean"] for e in entries])
-        std = 100 * np.array([e["std"] for e in entries])
+        return 100 * np.array([e["mean"] for e in entries]), 100 * np.array([e["std"] for e in entries])
+
+    styles = {}
+    for method in methods:
         learned = method in rules
-        colour = DEPTH_BASELINES.get(method, "firebrick" if method == reference else None)
+        mean, std = curve(method)
+        styles[method] = dict(marker="o" if learned else "s", capsize=3,
+                              linestyle="-" if learned else ":" if method == reference else "--",
+                              color=DEPTH_BASELINES.get(method, "firebrick" if method == reference else None)
+                              or next(colours))
         label = method + ("" if learned else " (baseline)") + (" (diverged)" if np.isnan(mean).all() else "")
-        ax.errorbar(depths, mean, yerr=std, marker="o" if learned else "s", capsize=3, label=label,
-                    linestyle="-" if learned else ":" if method == reference else "--",
-                    color=colour or next(colours))
+        ax.errorbar(depths, mean, yerr=std, label=label, **styles[method])
     seeds = max(e.get("n", 1) for e in last.values())
     where = f"{data['dataset']}, {data['n_train']:,} / {data['n_test']:,} images: " if data else ""
     title = f"{where}linear probe on the last stage ({seeds} seed{'s' * (seeds > 1)})"
     ax.set(title=title, xlabel="conv stages", ylabel="probe accuracy (%)", xticks=depths)
-    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if gains:
+        zoom = fig.add_subplot(1, 2, 2)
+        base, _ = curve(baseline)
+        left_out = []
+        for method in methods:
+            mean, std = curve(method)
+            if method == baseline or np.isnan(mean).all():
+                continue
+            if np.nanmin(mean - base) < -within:
+                left_out.append(method)
+                continue
+            zoom.errorbar(depths, mean - base, yerr=std, **styles[method])
+        zoom.axhline(0.0, color=styles[baseline]["color"], linestyle="--", linewidth=1)
+        note = f"\nnot shown, more than {within:g} below: " + ", ".join(left_out) if left_out else ""
+        zoom.set(title=f"gain over the {baseline} net{note}", xlabel="conv stages",
+                 ylabel=f"probe accuracy - {baseline} (points)", xticks=depths)
+        zoom.title.set_fontsize("medium")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize="small", loc="outside right center")
     return fig
 
 
