@@ -382,14 +382,12 @@ def _add_patch(weight, j, share, images, e, top, left, kh, width):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _add_eight_patches(weight, j, shares, tops, lefts, images, e, kh, width):
-    """weight[j] += shares[i] * the patch at (tops[i], lefts[i]) of images[e], i = 0..7 in order
-    (8-tuples): the sums of eight ``_add_patch`` calls in one pass over weight[j]."""
+def _add_four_patches(weight, j, shares, tops, lefts, images, e, kh, width):
+    """weight[j] += shares[i] * the patch at (tops[i], lefts[i]) of images[e], i = 0..3 in order
+    (4-tuples): the sums of four ``_add_patch`` calls in one pass over weight[j]."""
     j, e, width = np.uint64(j), np.uint64(e), np.uint64(width)
     t0, t1, t2, t3 = np.uint64(tops[0]), np.uint64(tops[1]), np.uint64(tops[2]), np.uint64(tops[3])
-    t4, t5, t6, t7 = np.uint64(tops[4]), np.uint64(tops[5]), np.uint64(tops[6]), np.uint64(tops[7])
     l0, l1, l2, l3 = np.uint64(lefts[0]), np.uint64(lefts[1]), np.uint64(lefts[2]), np.uint64(lefts[3])
-    l4, l5, l6, l7 = np.uint64(lefts[4]), np.uint64(lefts[5]), np.uint64(lefts[6]), np.uint64(lefts[7])
     for a in range(np.uint64(kh)):
         for q in range(width):
             value = weight[j, a * width + q]
@@ -397,10 +395,6 @@ def _add_eight_patches(weight, j, shares, tops, lefts, images, e, kh, width):
             value += shares[1] * images[e, t1 + a, l1 + q]
             value += shares[2] * images[e, t2 + a, l2 + q]
             value += shares[3] * images[e, t3 + a, l3 + q]
-            value += shares[4] * images[e, t4 + a, l4 + q]
-            value += shares[5] * images[e, t5 + a, l5 + q]
-            value += shares[6] * images[e, t6 + a, l6 + q]
-            value += shares[7] * images[e, t7 + a, l7 + q]
             weight[j, a * width + q] = value
 
 
@@ -408,17 +402,14 @@ def _add_eight_patches(weight, j, shares, tops, lefts, images, e, kh, width):
 def _add_patches(weight, j, shares, at, images, e, tops, lefts, kh, width):
     """weight[j] += shares[i] * the patch at location at[i] of images[e] (channels-last; tops, lefts
     from ``_patch_starts``), i in order: the same sums as one ``_add_patch`` after another, with
-    weight[j] loaded and stored once per eight patches instead of once per patch."""
+    weight[j] loaded and stored once per four patches instead of once per patch."""
     i, n = 0, at.shape[0]
-    while i + 8 <= n:
-        s = at[i:i + 8]
-        _add_eight_patches(weight, j, (shares[i], shares[i + 1], shares[i + 2], shares[i + 3],
-                                       shares[i + 4], shares[i + 5], shares[i + 6], shares[i + 7]),
-                           (tops[s[0]], tops[s[1]], tops[s[2]], tops[s[3]], tops[s[4]], tops[s[5]], tops[s[6]],
-                            tops[s[7]]),
-                           (lefts[s[0]], lefts[s[1]], lefts[s[2]], lefts[s[3]], lefts[s[4]], lefts[s[5]],
-                            lefts[s[6]], lefts[s[7]]), images, e, kh, width)
-        i += 8
+    while i + 4 <= n:
+        s0, s1, s2, s3 = at[i], at[i + 1], at[i + 2], at[i + 3]
+        _add_four_patches(weight, j, (shares[i], shares[i + 1], shares[i + 2], shares[i + 3]),
+                          (tops[s0], tops[s1], tops[s2], tops[s3]), (lefts[s0], lefts[s1], lefts[s2], lefts[s3]),
+                          images, e, kh, width)
+        i += 4
     for i in range(i, n):
         _add_patch(weight, j, shares[i], images, e, tops[at[i]], lefts[at[i]], kh, width)
 
@@ -426,28 +417,21 @@ def _add_patches(weight, j, shares, at, images, e, tops, lefts, kh, width):
 @numba.njit(cache=True, fastmath=True)
 def _add_rows(weight, j, shares, rows, first, at):
     """weight[j] += shares[i] * rows[first + at[i]], i in order: the sums of one ``_add_row`` after
-    another, eight rows per pass over weight[j]."""
+    another, four rows per pass over weight[j]."""
     j, first = np.uint64(j), np.uint64(first)
     i, n = 0, at.shape[0]
-    while i + 8 <= n:
+    while i + 4 <= n:
         p0, p1, p2, p3 = first + np.uint64(at[i]), first + np.uint64(at[i + 1]), first + np.uint64(at[i + 2]), \
             first + np.uint64(at[i + 3])
-        p4, p5, p6, p7 = first + np.uint64(at[i + 4]), first + np.uint64(at[i + 5]), \
-            first + np.uint64(at[i + 6]), first + np.uint64(at[i + 7])
         a0, a1, a2, a3 = shares[i], shares[i + 1], shares[i + 2], shares[i + 3]
-        a4, a5, a6, a7 = shares[i + 4], shares[i + 5], shares[i + 6], shares[i + 7]
         for k in range(np.uint64(weight.shape[1])):
             value = weight[j, k]
             value += a0 * rows[p0, k]
             value += a1 * rows[p1, k]
             value += a2 * rows[p2, k]
             value += a3 * rows[p3, k]
-            value += a4 * rows[p4, k]
-            value += a5 * rows[p5, k]
-            value += a6 * rows[p6, k]
-            value += a7 * rows[p7, k]
             weight[j, k] = value
-        i += 8
+        i += 4
     for i in range(i, n):
         _add_row(weight, j, shares[i], rows, first + np.uint64(at[i]))
 
@@ -559,7 +543,7 @@ def batch_conv(raw, denominator, valid, scale, level, out, source, weight, count
     stream order with their shares of the move. Then each thread adds the learned patches step by
     step, all its kernels' patches of a step before the next step's (so that the step's images
     stay in cache while its kernels read them, instead of every kernel streaming the whole
-    chunk), eight per pass over a kernel's weights (``_add_patches``, ``_add_rows``): each kernel
+    chunk), four per pass over a kernel's weights (``_add_patches``, ``_add_rows``): each kernel
     still gets its patches in stream order, the bits of one add after another.
     """
     rows, images, geometry = source
