@@ -90,6 +90,9 @@ def main(argv=None):
         print(f"wrote {draw(saved, Path(args.out))}")
         return
     if args.combine:
+        if Path(args.out).with_suffix(".json").resolve() in {Path(f).resolve() for f in args.combine}:
+            parser.error(f"--out {args.out} would overwrite {Path(args.out).with_suffix('.json')}, one of the "
+                         f"runs to combine; name another --out")
         saved, settings, provenance = combined(parser, args.combine)
     else:
         saved = run(args)

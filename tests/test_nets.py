@@ -233,3 +233,8 @@ def test_benchmark_writes_table_rows_and_figure_and_redraws_the_figure(tmp_path)
     other.write_text(json.dumps(dict(first, command=first["command"] + " --epochs 2")))
     refused = run("--combine", str(tmp_path / "first.json"), str(other))
     assert refused.returncode == 2 and "epochs differ" in refused.stderr
+    out = tmp_path / "first.md"  # the table of a combination must not overwrite one of its runs
+    before = (tmp_path / "first.json").read_text()
+    refused = run("--combine", str(tmp_path / "first.json"), str(tmp_path / "second.json"))
+    assert refused.returncode == 2 and "would overwrite" in refused.stderr
+    assert (tmp_path / "first.json").read_text() == before
