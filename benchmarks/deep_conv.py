@@ -37,9 +37,9 @@ from fpwb.viz import plots
 ROOT = Path(__file__).resolve().parent.parent
 
 
-#: The options every combined run must share (the others choose methods, or where to write).
-SHARED_SETTINGS = ("dataset", "n_train", "n_test", "channels", "kernel_sizes", "mode", "w_boost", "t_decay",
-                   "epochs", "backprop_epochs", "seeds", "smoke")
+#: The options combined runs must share besides their data and net (which the .json records and
+#: ``protocol.combine`` compares); the others choose methods, or where to write.
+SHARED_SETTINGS = ("epochs", "backprop_epochs", "seeds")
 
 
 def parser_of_runs() -> argparse.ArgumentParser:
@@ -127,8 +127,9 @@ def run(args) -> dict:
 
 
 def combined(parser, files: list[str]) -> tuple[dict, argparse.Namespace, str]:
-    """The rows of earlier runs as one run (``protocol.combine``), the settings they share, and a
-    line naming each run's command. Runs whose data or ``SHARED_SETTINGS`` differ are refused."""
+    """The rows of earlier runs as one run (``protocol.combine``, which also compares their nets),
+    the settings they share, and a line naming each run's command. Runs whose data or
+    ``SHARED_SETTINGS`` differ are refused."""
     runs, settings = {}, {}
     for name in files:
         path = Path(name)
