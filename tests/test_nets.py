@@ -111,6 +111,28 @@ def test_the_untrained_twin_has_exactly_the_architecture_of_the_trained_net():
         assert v.shape == trained.state_dict()[k].shape, k
 
 
+def test_pool_stride_per_stage_sets_each_stage_map_and_is_checked():
+    """A stride-1 last pool keeps stage 3's map (28 -> 14 -> 7 -> 6) larger than a 4x4 probe grid."""
+    spec = protocol.NetSpec(channels=(2, 2, 2), kernel_sizes=(3, 3, 3), pool_stride=[2, 2, 1],
+                            layer={"mode": "batch"})
+    assert spec.pool_stride == (2, 2, 1) and [spec.stride_of(k) for k in range(3)] == [2, 2, 1]
+    assert "pool max 4/(2, 2, 1)/1" in spec.describe()
+    stack, ends = protocol.build(spec, seed=0)
+    x = torch.rand(3, 1, 28, 28)
+    for stop in stack.fp_indices:
+        stack.collect_statistics(x, stop=stop)
+    stack.eval()
+    sizes = []
+    for i, module in enumerate(stack.layers):
+        x = module(x)
+        sizes += [x.shape[-1]] if i in ends else []
+    assert sizes == [14, 7, 6]
+    assert protocol.NetSpec(pool_stride=2).stride_of(2) == 2
+    assert "pool max 4/2/1" in protocol.NetSpec().describe()
+    with pytest.raises(ValueError, match="one per stage \\(3\\), got \\(2, 1\\)"):
+        protocol.NetSpec(pool_stride=(2, 1))
+
+
 def test_greedy_prefix_is_the_shallower_net():
     """Why one deep net gives every depth: its first k stages are the k-stage net, bit for bit."""
     X = images()

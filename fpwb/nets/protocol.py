@@ -58,7 +58,8 @@ class NetSpec:
     kernel_sizes: tuple = (5, 3, 3)
     pool: str = "max"
     pool_kernel: int = 4
-    pool_stride: int = 2
+    pool_stride: int | tuple = 2  # one for every stage, or one per stage (a stride-1 last pool keeps
+                                  # its map larger than the probe grid)
     pool_padding: int = 1
     whiten: bool = True          # PatchWhiten in front of stage 1 (else the raw image patches)
     norm: str = "standardize"    # before stages 2.. : "standardize", "batchnorm" or "none"
@@ -73,6 +74,11 @@ class NetSpec:
         if len(self.channels) != len(self.kernel_sizes) or not self.channels:
             raise ValueError(f"channels and kernel_sizes need one entry per stage, got "
                              f"{self.channels} and {self.kernel_sizes}")
+        if not isinstance(self.pool_stride, int):
+            self.pool_stride = tuple(self.pool_stride)
+            if len(self.pool_stride) != len(self.channels):
+                raise ValueError(f"pool_stride needs one int for every stage or one per stage "
+                                 f"({len(self.channels)}), got {self.pool_stride}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.norm not in NORMS:
@@ -82,11 +88,20 @@ class NetSpec:
     def depth(self) -> int:
         return len(self.channels)
 
+    def stride_of(self, stage: int) -> int:
+        """The pooling stride after stage ``stage`` (0-based)."""
+        return self.pool_stride if isinstance(self.pool_stride, int) else self.pool_stride[stage]
+
     def describe(self) -> str:
         return (f"channels {list(self.channels)}, kernels {list(self.kernel_sizes)}, "
                 f"whiten={self.whiten}, norm={self.norm}, readout={self.readout}, "
                 f"activation={self.activation}(power {self.power:g}), pool {self.pool} "
-                f"{self.pool_kernel}/{self.pool_stride}/{self.pool_padding}, probe grid {self.probe_grid}")
+                f"{self.pool_kernel}/{_slashed(self.pool_stride)}/{self.pool_padding}, probe grid {self.probe_grid}")
+
+
+def _slashed(stride) -> str:
+    """A pooling stride as describe() prints it: 2, or one per stage as (2, 2, 1)."""
+    return str(stride) if isinstance(stride, int) else str(tuple(stride))
 
 
 def _activation(spec: NetSpec) -> nn.Module:
@@ -114,7 +129,7 @@ def build(spec: NetSpec, depth: int | None = None, seed: int = 0, **layer_kwargs
                                else nn.BatchNorm2d(c, affine=False))
             conv = FpConv2d(c, spec.channels[k], size, padding=size // 2, seed=seed + k, **kwargs)
         modules += [Readout(conv, spec.readout), _activation(spec),
-                    pool(spec.pool, spec.pool_kernel, spec.pool_stride, spec.pool_padding)]
+                    pool(spec.pool, spec.pool_kernel, spec.stride_of(k), spec.pool_padding)]
         ends.append(len(modules) - 1)
         c = spec.channels[k]
     return FpStack(*modules), ends
