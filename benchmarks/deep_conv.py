@@ -51,6 +51,7 @@ def parser_of_runs() -> argparse.ArgumentParser:
     parser.add_argument("--kernel-sizes", type=int, nargs="+", default=[5, 3, 3])
     parser.add_argument("--pool-strides", type=int, nargs="+", default=[2],
                         help="the pooling stride after every stage: one value, or one per stage")
+    parser.add_argument("--pool", choices=("max", "avg"), default="max", help="the pooling after every stage")
     parser.add_argument("--rules", nargs="+", default=None, help="rule names (default: every rule)")
     parser.add_argument("--k-winners", type=int, nargs="*", default=[1],
                         help="k_winners switch settings run besides the plain rule")
@@ -117,7 +118,7 @@ def run(args) -> dict:
     else:
         data = protocol.load_data(args.dataset, args.n_train, args.n_test)
         spec = protocol.NetSpec(in_channels=data[0].shape[1], channels=tuple(args.channels),
-                                kernel_sizes=tuple(args.kernel_sizes), layer=layer,
+                                kernel_sizes=tuple(args.kernel_sizes), layer=layer, pool=args.pool,
                                 pool_stride=args.pool_strides[0] if len(args.pool_strides) == 1
                                 else tuple(args.pool_strides))
     switches = {"": {}, **{f"k_winners={k}": {"k_winners": k} for k in args.k_winners}}
