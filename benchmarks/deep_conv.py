@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The options combined runs must share besides their data and net (which the .json records and
 #: ``protocol.combine`` compares); the others choose methods, or where to write.
 SHARED_SETTINGS = ("epochs", "backprop_epochs", "seeds")
+#: The data and net options ``--smoke`` replaces with its own (digits, ``protocol.smoke_spec``).
+SMOKE_REPLACES = ("dataset", "n_train", "n_test", "channels", "kernel_sizes", "pool_strides", "pool")
 
 
 def parser_of_runs() -> argparse.ArgumentParser:
@@ -74,16 +76,22 @@ def parser_of_runs() -> argparse.ArgumentParser:
     return parser
 
 
-def effective(args: argparse.Namespace) -> argparse.Namespace:
-    """The options as a run uses them: smoke mode runs two seeds and one backprop epoch."""
+def effective(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The options as a run uses them: smoke mode runs two seeds and one backprop epoch, on its
+    own data and net, so it refuses the data and net options it would otherwise ignore."""
     if args.smoke:
+        ignored = [name for name in SMOKE_REPLACES if getattr(args, name) != parser.get_default(name)]
+        if ignored:
+            options = ", ".join("--" + name.replace("_", "-") for name in ignored)
+            parser.error(f"--smoke runs its own small net on digits and would ignore {options}; "
+                         f"drop them, or drop --smoke")
         args.seeds, args.backprop_epochs = args.seeds[:2], 1
     return args
 
 
 def main(argv=None):
     parser = parser_of_runs()
-    args = effective(parser.parse_args(argv))
+    args = effective(parser, parser.parse_args(argv))
     command = "python benchmarks/deep_conv.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     if args.replot:
         rows_file = Path(args.out).with_suffix(".json")
@@ -145,7 +153,7 @@ def combined(parser, files: list[str]) -> tuple[dict, argparse.Namespace, str]:
             parser.error(f"{path} records no command (written before runs recorded theirs), so its "
                          f"settings cannot be checked")
         runs[str(path)] = saved
-        settings[str(path)] = effective(parser.parse_args(shlex.split(saved["command"])[2:]))
+        settings[str(path)] = effective(parser, parser.parse_args(shlex.split(saved["command"])[2:]))
     (first, first_settings), *others = settings.items()
     for name, these in others:
         differ = [o for o in SHARED_SETTINGS if getattr(these, o) != getattr(first_settings, o)]

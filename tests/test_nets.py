@@ -226,6 +226,9 @@ def test_benchmark_writes_table_rows_and_figure_and_redraws_the_figure(tmp_path)
         return subprocess.run([sys.executable, str(script), *args, "--out", str(out)], capture_output=True,
                               text=True, timeout=300, env=env)
 
+    ignored = run("--smoke", "--channels", "8", "8", "8", "--pool", "avg")
+    assert ignored.returncode == 2 and "would ignore --channels, --pool;" in ignored.stderr
+    assert not out.exists()
     done = run("--smoke")
     assert done.returncode == 0, done.stderr
     assert "Command: `python benchmarks/deep_conv.py --smoke --out" in out.read_text()
