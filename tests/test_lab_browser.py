@@ -162,10 +162,23 @@ def browser(tmp_path):
         driver.quit()
 
 
-#: The notebook panel's state, read through the JupyterLab application (expose_app_in_browser).
-NOTEBOOK_STATE = """
-const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-if (!panel || !panel.sessionContext || !panel.content) return null;
+#: The notebook's panel among the main area's widgets, through the JupyterLab application
+#: (expose_app_in_browser). Not ``shell.currentWidget``: that follows the focus, which a headless
+#: window need not give it (null in JupyterLab 4.6).
+FIND_NOTEBOOK = """
+const app = window.jupyterapp;
+const panel = app && Array.from(app.shell.widgets("main")).find(w => w.sessionContext && w.content);
+"""
+
+#: Run All on that panel (activated first: the command acts on the notebook in focus).
+RUN_ALL = FIND_NOTEBOOK + """
+app.shell.activateById(panel.id);
+app.commands.execute("notebook:run-all-cells");
+"""
+
+#: The notebook panel's state.
+NOTEBOOK_STATE = FIND_NOTEBOOK + """
+if (!panel) return null;
 const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
 const cells = panel.content.widgets.filter(c => c.model.type === "code");
 return {kernel: kernel ? kernel.status : null,
@@ -216,7 +229,7 @@ def test_explorer_panel_in_jupyterlab(lab, browser, tmp_path):
         driver.get(f"{base}/lab/tree/{name}?token={token}")
         wait_for(driver, "the notebook's kernel",
                  lambda d: (s := d.execute_script(NOTEBOOK_STATE)) and s["kernel"] == "idle", START_TIMEOUT)
-        driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        driver.execute_script(RUN_ALL)
         state = wait_for(driver, "Run All to finish",
                          lambda d: (s := d.execute_script(NOTEBOOK_STATE))["executed"] == s["cells"]
                          and s["kernel"] == "idle" and s, RUN_TIMEOUT)
