@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The options combined runs must share besides their data and net (which the .json records and
 #: ``protocol.combine`` compares); the others choose methods, or where to write.
 SHARED_SETTINGS = ("epochs", "backprop_epochs", "seeds")
+#: The options that take one value for every stage or one per stage.
+PER_STAGE_OPTIONS = ("pool_strides", "w_boost", "t_decay")
 #: The data and net options ``--smoke`` replaces with its own (digits, ``protocol.smoke_spec``).
 SMOKE_REPLACES = ("dataset", "n_train", "n_test", "channels", "kernel_sizes", "pool_strides", "pool")
 
@@ -58,8 +60,10 @@ def parser_of_runs() -> argparse.ArgumentParser:
     parser.add_argument("--k-winners", type=int, nargs="*", default=[1],
                         help="k_winners switch settings run besides the plain rule")
     parser.add_argument("--mode", default="batch", choices=["batch", "sequential"])
-    parser.add_argument("--w-boost", type=float, default=0.05)
-    parser.add_argument("--t-decay", type=float, default=0.003)
+    parser.add_argument("--w-boost", type=float, nargs="+", default=[0.05],
+                        help="the Frontprop layers' rate: one value, or one per stage")
+    parser.add_argument("--t-decay", type=float, nargs="+", default=[0.003],
+                        help="their threshold decay: one value, or one per stage")
     parser.add_argument("--epochs", type=int, default=1, help="Frontprop epochs per stage")
     parser.add_argument("--backprop-epochs", type=int, default=2)
     parser.add_argument("--baselines", nargs="+", default=list(protocol.KERNELS), choices=protocol.KERNELS,
@@ -86,6 +90,11 @@ def effective(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argp
             parser.error(f"--smoke runs its own small net on digits and would ignore {options}; "
                          f"drop them, or drop --smoke")
         args.seeds, args.backprop_epochs = args.seeds[:2], 1
+    stages = len(args.channels)  # smoke mode's own net has as many stages as the default one
+    for name in PER_STAGE_OPTIONS:
+        if len(getattr(args, name)) not in (1, stages):
+            parser.error(f"--{name.replace('_', '-')} takes one value for every stage or one per stage "
+                         f"({stages}), got {getattr(args, name)}")
     return args
 
 
@@ -119,7 +128,7 @@ def main(argv=None):
 
 def run(args) -> dict:
     """Every method of the protocol under the options; the rows, net, data and minutes taken."""
-    layer = {"mode": args.mode, "w_boost": args.w_boost, "t_decay": args.t_decay}
+    layer = {"mode": args.mode, "w_boost": one_or_per_stage(args.w_boost), "t_decay": one_or_per_stage(args.t_decay)}
     if args.smoke:
         spec = protocol.smoke_spec(**layer)
         data = protocol.load_data("digits", smoke=True)
@@ -127,8 +136,7 @@ def run(args) -> dict:
         data = protocol.load_data(args.dataset, args.n_train, args.n_test)
         spec = protocol.NetSpec(in_channels=data[0].shape[1], channels=tuple(args.channels),
                                 kernel_sizes=tuple(args.kernel_sizes), layer=layer, pool=args.pool,
-                                pool_stride=args.pool_strides[0] if len(args.pool_strides) == 1
-                                else tuple(args.pool_strides))
+                                pool_stride=one_or_per_stage(args.pool_strides))
     switches = {"": {}, **{f"k_winners={k}": {"k_winners": k} for k in args.k_winners}}
     frontprop = protocol.frontprop_variants(args.rules, switches)
     start = time.perf_counter()
@@ -137,6 +145,11 @@ def run(args) -> dict:
     return {"rows": result["rows"], "spec": result["spec"],
             "data": {"dataset": data[4], "n_train": len(data[0]), "n_test": len(data[2])},
             "minutes": (time.perf_counter() - start) / 60}
+
+
+def one_or_per_stage(values: list):
+    """An option given once or once per stage, as the protocol takes it: the value, or a tuple."""
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def combined(parser, files: list[str]) -> tuple[dict, argparse.Namespace, str]:

@@ -133,6 +133,27 @@ def test_pool_stride_per_stage_sets_each_stage_map_and_is_checked():
         protocol.NetSpec(pool_stride=(2, 1))
 
 
+def test_rates_per_stage_reach_each_stage_and_are_checked():
+    """w_boost and t_decay: one value for every stage, or one per stage (spec.layer or build's
+    keywords); a list of another length is refused before any layer is made."""
+    spec = protocol.smoke_spec(mode="batch", w_boost=[0.4, 0.2, 0.05], t_decay=0.01)
+    stack, _ = protocol.build(spec, seed=0)
+    assert [(f.w_boost, f.t_decay) for f in stack.fp_layers()] == [(0.4, 0.01), (0.2, 0.01), (0.05, 0.01)]
+    stack, _ = protocol.build(spec, 2, seed=0, t_decay=(0.03, 0.02, 0.01))
+    assert [(f.w_boost, f.t_decay) for f in stack.fp_layers()] == [(0.4, 0.03), (0.2, 0.02)]
+    same, _ = protocol.build(protocol.smoke_spec(mode="batch", w_boost=[0.05] * 3), seed=2)
+    plain, _ = protocol.build(protocol.smoke_spec(mode="batch", w_boost=0.05), seed=2)
+    X = images()
+    same.fit(X, schedule="greedy")
+    plain.fit(X, schedule="greedy")
+    assert all(torch.equal(a.weight, b.weight) for a, b in zip(same.fp_layers(), plain.fp_layers()))
+    with pytest.raises(ValueError, match="w_boost needs one number for every stage or one per stage \\(3\\), "
+                                         "got \\[0.4, 0.2\\]"):
+        protocol.smoke_spec(w_boost=(0.4, 0.2))
+    with pytest.raises(ValueError, match="t_decay needs .* \\(3\\), got \\[0.1\\]"):
+        protocol.build(SPEC, 1, t_decay=[0.1])
+
+
 def test_greedy_prefix_is_the_shallower_net():
     """Why one deep net gives every depth: its first k stages are the k-stage net, bit for bit."""
     X = images()
@@ -228,6 +249,8 @@ def test_benchmark_writes_table_rows_and_figure_and_redraws_the_figure(tmp_path)
 
     ignored = run("--smoke", "--channels", "8", "8", "8", "--pool", "avg")
     assert ignored.returncode == 2 and "would ignore --channels, --pool;" in ignored.stderr
+    uneven = run("--smoke", "--w-boost", "0.1", "0.2")
+    assert uneven.returncode == 2 and "--w-boost takes one value for every stage or one per stage (3)" in uneven.stderr
     assert not out.exists()
     done = run("--smoke")
     assert done.returncode == 0, done.stderr

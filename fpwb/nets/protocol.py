@@ -44,6 +44,9 @@ from ..layers.stack import FpStack, fp_layer_of
 from .pieces import ChannelStandardize, PatchWhiten, Readout, RePU, Triangle, pool
 
 KERNELS = ("untrained", "imprint", "kmeans", "backprop")
+#: FpConv2d keywords that take one value for every stage or a list of one per stage (a rate that
+#: suits a 16-kernel first stage need not suit a 256-kernel third one).
+PER_STAGE = ("w_boost", "t_decay")
 ACTIVATIONS = ("triangle", "repu", "relu", "none")
 NORMS = ("standardize", "batchnorm", "none")
 
@@ -67,7 +70,8 @@ class NetSpec:
     activation: str = "triangle"
     power: float = 1.0           # of the triangle or RePU
     probe_grid: int = 4          # each stage's output is average-pooled to this grid for the probe
-    layer: dict = field(default_factory=dict)  # FpConv2d keywords shared by every method (mode, ...)
+    layer: dict = field(default_factory=dict)  # FpConv2d keywords shared by every method (mode, ...;
+                                               # PER_STAGE ones may give one value per stage)
 
     def __post_init__(self):
         self.channels, self.kernel_sizes = tuple(self.channels), tuple(self.kernel_sizes)
@@ -79,6 +83,7 @@ class NetSpec:
             if len(self.pool_stride) != len(self.channels):
                 raise ValueError(f"pool_stride needs one int for every stage or one per stage "
                                  f"({len(self.channels)}), got {self.pool_stride}")
+        check_per_stage(self.layer, self.depth)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.norm not in NORMS:
@@ -104,6 +109,21 @@ def _slashed(stride) -> str:
     return str(stride) if isinstance(stride, int) else str(tuple(stride))
 
 
+def check_per_stage(layer: dict, depth: int) -> None:
+    """Refuse a PER_STAGE keyword given as a list whose length is not the net's number of stages."""
+    for name in PER_STAGE:
+        value = layer.get(name)
+        if isinstance(value, (list, tuple)) and len(value) != depth:
+            raise ValueError(f"{name} needs one number for every stage or one per stage ({depth}), "
+                             f"got {list(value)}")
+
+
+def stage_layer(layer: dict, stage: int) -> dict:
+    """The FpConv2d keywords of stage ``stage`` (0-based): a PER_STAGE list gives its own entry."""
+    return {name: value[stage] if name in PER_STAGE and isinstance(value, (list, tuple)) else value
+            for name, value in layer.items()}
+
+
 def _activation(spec: NetSpec) -> nn.Module:
     return {"triangle": lambda: Triangle(spec.power), "repu": lambda: RePU(spec.power),
             "relu": nn.ReLU, "none": nn.Identity}[spec.activation]()
@@ -111,15 +131,16 @@ def _activation(spec: NetSpec) -> nn.Module:
 
 def build(spec: NetSpec, depth: int | None = None, seed: int = 0, **layer_kwargs) -> tuple[FpStack, list[int]]:
     """The net's first ``depth`` stages as an FpStack, and the index of each stage's last module
-    (its output is the stage's output). layer_kwargs (over ``spec.layer``) go to every FpConv2d;
-    stage k's kernels start from seed + k."""
+    (its output is the stage's output). layer_kwargs (over ``spec.layer``) go to every FpConv2d,
+    a PER_STAGE one given as a list entry by entry; stage k's kernels start from seed + k."""
     depth = spec.depth if depth is None else depth
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= spec.depth:
         raise ValueError(f"depth must be an int in [1, {spec.depth}], got {depth!r}")
-    kwargs = {**spec.layer, **layer_kwargs}
+    layer = {**spec.layer, **layer_kwargs}
+    check_per_stage(layer, spec.depth)
     modules, ends, c = [], [], spec.in_channels
     for k in range(depth):
-        size = spec.kernel_sizes[k]
+        size, kwargs = spec.kernel_sizes[k], stage_layer(layer, k)
         if k == 0 and spec.whiten:
             modules.append(PatchWhiten(c, size, padding=size // 2))
             conv = FpConv2d(modules[-1].out_channels, spec.channels[k], 1, seed=seed + k, **kwargs)
