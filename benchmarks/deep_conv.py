@@ -18,9 +18,10 @@ of a few rules each, combined into one table (16-60 minutes each here):
     .venv/bin/python benchmarks/deep_conv.py --replot --out benchmarks/results/deep_conv.md  # figure only
 
 Besides the table it writes <out>.json (every row, the command, the minutes) and <out>.png (probe
-against depth). ``--combine`` lets the methods of one protocol run in separate processes (or on
-separate machines) and be reported as one table: each method's rows come from the first run that
-has it, and runs that both ran a method must agree on it bit for bit (their baselines, say).
+against depth). ``--combine`` lets the methods or the seeds of one protocol run in separate processes (or on
+separate machines) and be reported as one table: each method's rows for a seed come from the
+first run that has them, runs that both ran a method on a seed must agree on it bit for bit
+(their baselines, say), and every method must end up with the same seeds.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 #: The options combined runs must share besides their data and net (which the .json records and
-#: ``protocol.combine`` compares); the others choose methods, or where to write.
-SHARED_SETTINGS = ("epochs", "backprop_epochs", "seeds")
+#: ``protocol.combine`` compares); the others choose methods or seeds, or where to write.
+SHARED_SETTINGS = ("epochs", "backprop_epochs")
 #: The options that take one value for every stage or one per stage.
 PER_STAGE_OPTIONS = ("pool_strides", "w_boost", "t_decay")
 #: The data and net options ``--smoke`` replaces with its own (digits, ``protocol.smoke_spec``).
@@ -75,8 +76,8 @@ def parser_of_runs() -> argparse.ArgumentParser:
                         help="only draw <out>.png again from the rows in <out>.json of an earlier run")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="write <out> from earlier runs' .json files instead of running: each method "
-                             "once, after checking that the runs share their settings and agree on every "
-                             "method they both ran")
+                             "and seed once, after checking that the runs share their settings, agree on "
+                             "every method and seed they both ran, and give every method the same seeds")
     return parser
 
 

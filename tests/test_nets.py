@@ -230,10 +230,20 @@ def test_combined_runs_keep_each_method_once_and_refuse_runs_that_disagree():
     assert [r["method"] for r in both] == ["frontprop", "frontprop", "rank_k", "rank_k", "untrained", "untrained"]
     assert [r["seconds"] for r in both if r["method"] == "untrained"] == [0.0, 1.0]  # a's rows, not b's
     other = {"rows": rows("untrained", 0.81), "spec": spec}
-    with pytest.raises(ValueError, match="'untrained' has other results in run 'c' than in run 'a'"):
+    with pytest.raises(ValueError, match="'untrained' has other results for seed 0 in run 'c' than in run 'a'"):
         protocol.combine({"a": a, "c": other})
     with pytest.raises(ValueError, match="different nets"):
         protocol.combine({"a": a, "d": dict(b, spec={"channels": [8]})})
+    later = {"rows": [dict(r, seed=r["seed"] + 2) for r in a["rows"]], "spec": spec}  # seeds 2 and 3
+    four = protocol.combine({"a": a, "later": later})
+    assert [(r["method"], r["seed"]) for r in four] == [("frontprop", s) for s in range(4)] + [
+        ("untrained", s) for s in range(4)]
+    assert protocol.summary(four)[("untrained", 1, 1)]["n"] == 4
+    with pytest.raises(ValueError, match="'untrained' has other results for seed 0 in run 'c'"):
+        protocol.combine({"a": a, "later": later, "c": other})
+    with pytest.raises(ValueError, match="different seeds \\(untrained: \\[0, 1\\], frontprop: \\[0, 1, 2, 3\\]\\)"):
+        protocol.combine({"a": a, "f": {"rows": [r for r in later["rows"] if r["method"] == "frontprop"],
+                                        "spec": spec}})
 
 
 def test_benchmark_writes_table_rows_and_figure_and_redraws_the_figure(tmp_path):

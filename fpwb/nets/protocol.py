@@ -431,11 +431,13 @@ RESULT_FIELDS = ("probe", "learned_share", "redundant", "features", "mode", "div
 
 def combine(runs: dict[str, dict]) -> list[dict]:
     """The rows of several runs of one protocol (name -> {"rows", "spec"}, as ``run`` returns them)
-    as the rows of one run: every method once, from the first run that has it, the Frontprop
-    methods in the runs' order and then ``KERNELS`` (as ``run`` orders them).
-    A method in several runs must have computed the same rows in each (``RESULT_FIELDS``, for
-    every seed, depth and stage; the seconds may differ): that is the check that the runs share
-    their code and settings. ValueError names the runs, and the method, that disagree."""
+    as the rows of one run: every (method, seed) once, from the first run that has it, the
+    Frontprop methods in the runs' order and then ``KERNELS`` (as ``run`` orders them). Runs of
+    other methods add methods; runs of other seeds add seeds.
+    A (method, seed) in several runs must have computed the same rows in each (``RESULT_FIELDS``,
+    for every depth and stage; the seconds may differ): that is the check that the runs share their
+    code and settings. Every method must end up with the same seeds, so that the table's means and
+    margins compare like with like. ValueError names the runs, method and seeds at fault."""
     if not runs:
         raise ValueError("combine needs at least one run")
     (first, reference), *others = runs.items()
@@ -444,21 +446,27 @@ def combine(runs: dict[str, dict]) -> list[dict]:
             raise ValueError(f"runs {first!r} and {name!r} have different nets: {reference['spec']} "
                              f"against {other['spec']}")
 
-    def results(rows, method):
-        return sorted((r["seed"], r["depth"], r["stage"], *(repr(r.get(f)) for f in RESULT_FIELDS))
-                      for r in rows if r["method"] == method)
+    def results(rows, method, seed):
+        return sorted((r["depth"], r["stage"], *(repr(r.get(f)) for f in RESULT_FIELDS))
+                      for r in rows if (r["method"], r["seed"]) == (method, seed))
 
-    kept, source = [], {}
+    kept, source, order = [], {}, {}
     for name, run in runs.items():
-        for method in dict.fromkeys(r["method"] for r in run["rows"]):
-            if method not in source:
-                source[method] = name
-                kept.extend(r for r in run["rows"] if r["method"] == method)
-            elif results(run["rows"], method) != results(runs[source[method]]["rows"], method):
-                raise ValueError(f"method {method!r} has other results in run {name!r} than in run "
-                                 f"{source[method]!r}: the runs differ in code or settings")
+        for method, seed in dict.fromkeys((r["method"], r["seed"]) for r in run["rows"]):
+            order.setdefault(method, len(order))
+            if (method, seed) not in source:
+                source[method, seed] = name
+                kept.extend(r for r in run["rows"] if (r["method"], r["seed"]) == (method, seed))
+            elif results(run["rows"], method, seed) != results(runs[source[method, seed]]["rows"], method, seed):
+                raise ValueError(f"method {method!r} has other results for seed {seed} in run {name!r} than in "
+                                 f"run {source[method, seed]!r}: the runs differ in code or settings")
+    seeds = {method: sorted(s for m, s in source if m == method) for method in order}
+    if len({tuple(s) for s in seeds.values()}) > 1:
+        raise ValueError("the combined methods would have different seeds ("
+                         + ", ".join(f"{m}: {s}" for m, s in seeds.items())
+                         + "); combine runs that give every method the same seeds")
     last = {k: i for i, k in enumerate(KERNELS, start=1)}
-    return sorted(kept, key=lambda r: last.get(r["method"], 0))  # stable: the runs' order otherwise
+    return sorted(kept, key=lambda r: (last.get(r["method"], 0), order[r["method"]], r["seed"]))
 
 
 def summary(rows: list[dict]) -> dict:
