@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from fpwb import rules as learning_rules
 from fpwb.nets import protocol
 from fpwb.viz import plots
 
@@ -47,6 +48,33 @@ PER_STAGE_OPTIONS = ("pool_strides", "w_boost", "t_decay")
 SMOKE_REPLACES = ("dataset", "n_train", "n_test", "channels", "kernel_sizes", "pool_strides", "pool")
 
 
+def rule_option(text: str):
+    """A --rules entry: a rule name, or name:setting=value,... for that rule with those settings."""
+    name, _, assignments = text.partition(":")
+    if name not in learning_rules.names():
+        raise argparse.ArgumentTypeError(f"unknown rule {name!r}; expected one of {learning_rules.names()}")
+    if not assignments:
+        return name
+    settings = {}
+    for assignment in assignments.split(","):
+        key, equals, value = assignment.partition("=")
+        try:
+            settings[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            equals = ""
+        if not equals:
+            raise argparse.ArgumentTypeError(f"{text!r}: settings are setting=number pairs, got {assignment!r}")
+    known = learning_rules.REGISTRY[name]().settings()
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{name} has no setting {', '.join(unknown)}; its settings are "
+                                         f"{', '.join(known) or 'none'}")
+    try:
+        return learning_rules.REGISTRY[name](**settings)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}")
+
+
 def parser_of_runs() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion_mnist")
@@ -57,7 +85,9 @@ def parser_of_runs() -> argparse.ArgumentParser:
     parser.add_argument("--pool-strides", type=int, nargs="+", default=[2],
                         help="the pooling stride after every stage: one value, or one per stage")
     parser.add_argument("--pool", choices=("max", "avg"), default="max", help="the pooling after every stage")
-    parser.add_argument("--rules", nargs="+", default=None, help="rule names (default: every rule)")
+    parser.add_argument("--rules", nargs="+", default=None, type=rule_option,
+                        help="rule names, each with its settings if not the defaults, as "
+                             "rank_k:rank=3,delta=0.2 (default: every rule)")
     parser.add_argument("--k-winners", type=int, nargs="*", default=[1],
                         help="k_winners switch settings run besides the plain rule")
     parser.add_argument("--mode", default="batch", choices=["batch", "sequential"])

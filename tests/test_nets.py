@@ -1,4 +1,6 @@
 """fpwb.nets: each piece between Fp layers on small data, the twins of the protocol, a tiny run."""
+import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -244,6 +246,29 @@ def test_combined_runs_keep_each_method_once_and_refuse_runs_that_disagree():
     with pytest.raises(ValueError, match="different seeds \\(untrained: \\[0, 1\\], frontprop: \\[0, 1, 2, 3\\]\\)"):
         protocol.combine({"a": a, "f": {"rows": [r for r in later["rows"] if r["method"] == "frontprop"],
                                         "spec": spec}})
+
+
+def test_rules_with_settings_are_methods_of_their_own():
+    """A rule object is labelled by its name, plus its settings where they are not the defaults;
+    deep_conv.py --rules makes such objects from name:setting=value,... and names what it refuses."""
+    from fpwb.rules import RankK
+    assert protocol.rule_label("rank_k") == protocol.rule_label(RankK()) == "rank_k"
+    variants = protocol.frontprop_variants(["rank_k", RankK(rank=3, delta=0.2)])
+    assert list(variants) == ["rank_k", "rank_k(rank=3, delta=0.2)"]
+    assert variants["rank_k(rank=3, delta=0.2)"]["rule"] == RankK(rank=3, delta=0.2)
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "deep_conv.py"
+    loader = importlib.util.spec_from_file_location("deep_conv_benchmark", path)
+    benchmark = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(benchmark)
+    assert benchmark.rule_option("soft_wta") == "soft_wta"
+    assert benchmark.rule_option("rank_k:rank=3,delta=0.2") == RankK(rank=3, delta=0.2)
+    for text, message in [("rank_x", "unknown rule 'rank_x'"), ("rank_k:rank=1", "rank must be an int >= 2"),
+                          ("rank_k:foo=2", "rank_k has no setting foo; its settings are rank, delta"),
+                          ("rank_k:rank", "setting=number pairs, got 'rank'"),
+                          ("rank_k:delta=x", "setting=number pairs, got 'delta=x'")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            benchmark.rule_option(text)
 
 
 def test_benchmark_writes_table_rows_and_figure_and_redraws_the_figure(tmp_path):

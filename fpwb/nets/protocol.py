@@ -172,7 +172,16 @@ def architecture(module: nn.Module) -> list[tuple]:
 
 
 def rule_label(rule) -> str:
-    return rule if isinstance(rule, str) else getattr(rule, "name", type(rule).__name__)
+    """A method's name for a rule: its name, with its settings where they are not its defaults
+    (``rank_k(rank=3, delta=0.2)``), so that two settings of one rule stay two methods."""
+    if isinstance(rule, str):
+        return rule
+    name = getattr(rule, "name", type(rule).__name__)
+    try:
+        default = type(rule)().settings()
+    except TypeError:  # a rule without defaults: every object is its own setting
+        default = None
+    return name if rule.settings() == default else f"{name}({rule.extra_repr()})"
 
 
 def frontprop_variants(rules=None, switches=None) -> dict:
