@@ -34,6 +34,7 @@ from pathlib import Path
 
 from fpwb import rules as learning_rules
 from fpwb.nets import protocol
+from fpwb.runs.notebook import coerce
 from fpwb.viz import plots
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,26 +50,26 @@ SMOKE_REPLACES = ("dataset", "n_train", "n_test", "channels", "kernel_sizes", "p
 
 
 def rule_option(text: str):
-    """A --rules entry: a rule name, or name:setting=value,... for that rule with those settings."""
+    """A --rules entry: a rule name, or name:setting=value,... for that rule with those settings
+    (each value converted to the type of the setting's default, as notebook parameters are)."""
     name, _, assignments = text.partition(":")
     if name not in learning_rules.names():
         raise argparse.ArgumentTypeError(f"unknown rule {name!r}; expected one of {learning_rules.names()}")
     if not assignments:
         return name
-    settings = {}
+    defaults, settings = learning_rules.REGISTRY[name]().settings(), {}
     for assignment in assignments.split(","):
         key, equals, value = assignment.partition("=")
+        if key not in defaults:
+            raise argparse.ArgumentTypeError(f"{name} has no setting {key}; its settings are "
+                                             f"{', '.join(defaults) or 'none'}")
         try:
-            settings[key] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            equals = ""
-        if not equals:
-            raise argparse.ArgumentTypeError(f"{text!r}: settings are setting=number pairs, got {assignment!r}")
-    known = learning_rules.REGISTRY[name]().settings()
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"{name} has no setting {', '.join(unknown)}; its settings are "
-                                         f"{', '.join(known) or 'none'}")
+            if not equals:
+                raise ValueError(f"no value for {key}")
+            settings[key] = coerce(name, key, value, defaults[key])
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: settings are setting=number pairs, got "
+                                             f"{assignment!r} ({error})")
     try:
         return learning_rules.REGISTRY[name](**settings)
     except ValueError as error:
